@@ -1,0 +1,49 @@
+# cdflow — make targets. Users need only `make train` and `make test`.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV ?= .venv
+TORCH ?= torch==2.13.0
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+CONFIG ?= experiments/configs/digits.yaml
+SOLVER ?=
+ARGS ?=
+QUICK ?=
+FULL ?=
+DEVICE ?=
+
+# Two cores: torch's OpenMP threads must not spin against other processes.
+export OMP_WAIT_POLICY := PASSIVE
+export CDFLOW_DATA ?= $(abspath ../shared/data)
+export WANDB_MODE ?= $(if $(WANDB_API_KEY),online,offline)
+export WANDB_SILENT := true
+
+.PHONY: help install test test-all lint train bench reproduce-graph reproduce-covid reproduce-toys \
+        reproduce-images reproduce-robustness clean
+
+help:  ## list targets
+	@grep -E '^[a-zA-Z_-]+:.*##' $(MAKEFILE_LIST) | awk -F ':.*## ' '{printf "  %-22s %s\n", $$1, $$2}'
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet '$(TORCH)'
+	$(BIN)/pip install --quiet -e '.[dev]' '$(TORCH)'
+	touch $(STAMP)
+
+install: $(STAMP)  ## create .venv, install torch (pinned) then cdflow[dev]; idempotent
+
+test: install  ## fast tests (slow ones: make test-all)
+	$(BIN)/pytest -q
+
+test-all: install  ## every test, slow protocol runs included
+	$(BIN)/pytest -q -m ''
+
+lint: install  ## ruff
+	$(BIN)/ruff check src tests experiments benchmarks
+
+train: install  ## train the default config (digits); CONFIG=, SOLVER=, ARGS= pass through
+	$(BIN)/cdflow fit --config $(CONFIG) $(if $(SOLVER),--model.solver.method $(SOLVER)) $(ARGS)
+
+clean:  ## remove run outputs (keeps .venv)
+	rm -rf runs wandb lightning_logs

@@ -1,0 +1,211 @@
+"""One entry point: integrate dx/dt = Σ terms(t, x) over depth t ∈ [0, T] under a `SolverSpec`.
+
+`solve` returns the state at the requested times and the `SolveStats` of that solve;
+`ContinuousDepth` is the `nn.Module` around it (x(0) ↦ x(T)), the infinite-depth residual network.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor, nn
+from torchdiffeq import odeint, odeint_adjoint
+
+from cdflow.errors import ConfigError, SolverError
+from cdflow.solvers import SolverSpec, ode_method
+from cdflow.stats import SolveStats
+from cdflow.terms import Drift
+
+
+@dataclass
+class Solution:
+    """States `ys[i]` at times `ts[i]` and the statistics of the solve that produced them."""
+
+    ts: Tensor
+    ys: Tensor
+    stats: SolveStats
+
+    @property
+    def y_final(self) -> Tensor:
+        return self.ys[-1]
+
+
+class _CountBackward(torch.autograd.Function):
+    """Identity whose backward counts one drift vector–Jacobian product into `stats`."""
+
+    @staticmethod
+    def forward(ctx, out: Tensor, stats: SolveStats) -> Tensor:  # type: ignore[override]
+        ctx.stats = stats
+        return out.view_as(out)
+
+    @staticmethod
+    def backward(ctx, grad: Tensor) -> tuple[Tensor, None]:  # type: ignore[override]
+        ctx.stats.nfe_backward += 1
+        return grad, None
+
+
+class _Instrumented(nn.Module):
+    """The drift as torchdiffeq sees it during one solve: counts evaluations, vjps and steps.
+
+    torchdiffeq calls `callback_step` / `callback_accept_step` / `callback_reject_step` (and their
+    `_adjoint` twins during the backward solve); only the callbacks the chosen methods support are
+    attached, so torchdiffeq does not warn.
+    """
+
+    def __init__(self, drift: nn.Module, stats: SolveStats, spec: SolverSpec, adaptive: bool,
+                 adjoint_adaptive: bool | None) -> None:
+        super().__init__()
+        self.drift = drift
+        self.stats = stats
+        self.max_steps = spec.max_steps
+        self.last_t: Tensor | None = None
+        self.last_y: Tensor | None = None
+        self.callback_step = self._step
+        if adaptive:
+            stats.steps_accepted, stats.steps_rejected = 0, 0
+            self.callback_accept_step = self._accept
+            self.callback_reject_step = self._reject
+        if adjoint_adaptive is not None:
+            self.callback_step_adjoint = self._step_adjoint
+            if adjoint_adaptive:
+                stats.backward_steps_accepted, stats.backward_steps_rejected = 0, 0
+                self.callback_accept_step_adjoint = self._accept_adjoint
+                self.callback_reject_step_adjoint = self._reject_adjoint
+
+    def forward(self, t: Tensor, x: Tensor) -> Tensor:
+        stats = self.stats
+        if stats.in_forward:
+            stats.nfe_forward += 1
+        out = self.drift(t, x)
+        if out.requires_grad:
+            out = _CountBackward.apply(out, stats)
+        return out
+
+    # -- step callbacks (arguments: t0, y0, dt) -------------------------------------------------------
+    def _step(self, t0: Tensor, y0: Tensor, dt: Tensor) -> None:
+        stats = self.stats
+        stats.steps += 1
+        self.last_t, self.last_y = t0, y0
+        if self.max_steps is not None and stats.steps > self.max_steps:
+            raise SolverError(
+                f"max_steps={self.max_steps} exceeded at t={float(t0):.6g} with method {stats.method!r} "
+                f"({stats.steps_rejected or 0} steps rejected): loosen rtol/atol, raise max_steps, or use a "
+                "fixed-step method (e.g. rk4 with step_size)"
+            )
+        if stats.steps_accepted is None and not bool(torch.isfinite(y0).all()):
+            raise SolverError(_nonfinite_message(stats.method, t0))
+
+    def _accept(self, t0: Tensor, y0: Tensor, dt: Tensor) -> None:
+        self.stats.steps_accepted += 1  # type: ignore[operator]
+
+    def _reject(self, t0: Tensor, y0: Tensor, dt: Tensor) -> None:
+        self.stats.steps_rejected += 1  # type: ignore[operator]
+
+    def _step_adjoint(self, t0: Tensor, y0: Tensor, dt: Tensor) -> None:
+        self.stats.backward_steps += 1
+
+    def _accept_adjoint(self, t0: Tensor, y0: Tensor, dt: Tensor) -> None:
+        self.stats.backward_steps_accepted += 1  # type: ignore[operator]
+
+    def _reject_adjoint(self, t0: Tensor, y0: Tensor, dt: Tensor) -> None:
+        self.stats.backward_steps_rejected += 1  # type: ignore[operator]
+
+
+def _nonfinite_message(method: str, t: Tensor | float | None) -> str:
+    where = "" if t is None else f" at t={float(t):.6g}"
+    return (
+        f"the state became non-finite (NaN/Inf){where} with method {method!r}: the drift diverged; lower "
+        "the learning rate, normalise the inputs, or reduce the depth t1 / step_size"
+    )
+
+
+def _time_grid(spec: SolverSpec, ts: Tensor | None, like: Tensor) -> Tensor:
+    dtype = like.dtype if like.is_floating_point() else torch.get_default_dtype()
+    if ts is None:
+        return torch.tensor([0.0, spec.t1], dtype=dtype, device=like.device)
+    ts = torch.as_tensor(ts, dtype=dtype, device=like.device)
+    if ts.ndim != 1 or ts.numel() < 2:
+        raise ConfigError(f"ts must be a 1-D tensor of at least 2 times, got shape {tuple(ts.shape)}")
+    if not bool((ts[1:] > ts[:-1]).all()):
+        raise ConfigError(f"ts must be strictly increasing, got {ts.tolist()}")
+    return ts
+
+
+def solve(drift: nn.Module, x0: Tensor, spec: SolverSpec, ts: Tensor | None = None) -> Solution:
+    """Integrate dx/dt = drift(t, x), x(ts[0]) = x0, and return x at `ts` (default [0, spec.t1]).
+
+    Gradients flow by backpropagation through the solver (``spec.adjoint='none'``) or by the adjoint
+    method (``'backsolve'``, optionally with the seminorm). Failures raise `SolverError`.
+    """
+    info = spec.check_ode()
+    t = _time_grid(spec, ts, x0)
+    if not bool(torch.isfinite(x0).all()):
+        bad = (~torch.isfinite(x0.reshape(x0.shape[0], -1))).any(dim=1).nonzero().flatten()[:10].tolist()
+        raise SolverError(f"the initial state has NaN/Inf in rows {bad}: clean the input features")
+    stats = SolveStats(method=spec.method)
+    options = {} if info.adaptive else {"step_size": spec.step_size}
+    adj_info = ode_method(spec.adjoint_method or spec.method) if spec.adjoint != "none" else None
+    func = _Instrumented(drift, stats, spec, info.adaptive, None if adj_info is None else adj_info.adaptive)
+    try:
+        if adj_info is None:
+            ys = odeint(func, x0, t, rtol=spec.rtol, atol=spec.atol, method=spec.method, options=options)
+        else:
+            adj_options: dict = {} if adj_info.adaptive else {"step_size": spec.step_size}
+            if spec.seminorm:
+                adj_options["norm"] = "seminorm"
+            ys = odeint_adjoint(
+                func, x0, t, rtol=spec.rtol, atol=spec.atol, method=spec.method, options=options,
+                adjoint_method=adj_info.name,
+                adjoint_rtol=spec.adjoint_rtol if spec.adjoint_rtol is not None else spec.rtol,
+                adjoint_atol=spec.adjoint_atol if spec.adjoint_atol is not None else spec.atol,
+                adjoint_options=adj_options,
+                adjoint_params=tuple(p for p in drift.parameters() if p.requires_grad),
+            )
+    except AssertionError as err:
+        raise _translate(err, func, spec) from None
+    finally:
+        stats.in_forward = False
+    if not bool(torch.isfinite(ys[-1]).all()):
+        raise SolverError(_nonfinite_message(spec.method, t[-1]))
+    return Solution(ts=t, ys=ys, stats=stats)
+
+
+def _translate(err: AssertionError, func: _Instrumented, spec: SolverSpec) -> SolverError:
+    """Turn torchdiffeq's assertions into SolverErrors that say what happened and what to do."""
+    msg = str(err)
+    last_y = func.last_y
+    if "non-finite" in msg or (last_y is not None and not bool(torch.isfinite(last_y).all())):
+        return SolverError(_nonfinite_message(spec.method, func.last_t))
+    where = "" if func.last_t is None else f" at t={float(func.last_t):.6g}"
+    if "underflow" in msg:
+        return SolverError(
+            f"step-size underflow{where} with method {spec.method!r} (rtol={spec.rtol}, atol={spec.atol}): "
+            "the problem is too stiff or the drift too steep; loosen rtol/atol, use a fixed-step method "
+            "(e.g. method='rk4', step_size=0.05), or integrate stiff diffusion with the split integrator"
+        )
+    if "max_num_steps" in msg:
+        return SolverError(f"max_steps exceeded{where}: loosen rtol/atol or raise max_steps")
+    return SolverError(f"solver {spec.method!r} failed{where}: {msg}")
+
+
+class ContinuousDepth(nn.Module):
+    """x(0) ↦ x(T): a residual network in the limit of infinite depth, dx/dt = Σ terms(t, x).
+
+    After each call, `self.stats` holds the `SolveStats` of that call (a fresh object per call; its
+    backward counts fill in during ``loss.backward()``).
+    """
+
+    def __init__(self, terms: nn.Module | Iterable[nn.Module], solver: SolverSpec | None = None) -> None:
+        super().__init__()
+        self.drift = terms if isinstance(terms, Drift) else Drift(terms)
+        self.solver = solver if solver is not None else SolverSpec()
+        self.solver.check_ode()
+        self.stats: SolveStats | None = None
+
+    def forward(self, x: Tensor, ts: Tensor | None = None) -> Tensor:
+        """x(T), or the trajectory x(ts) stacked on a new first axis when `ts` is given."""
+        sol = solve(self.drift, x, self.solver, ts)
+        self.stats = sol.stats
+        return sol.ys if ts is not None else sol.ys[-1]

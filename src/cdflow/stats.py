@@ -1,0 +1,48 @@
+"""Per-solve statistics: function evaluations and steps, forward and backward."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+
+
+@dataclass
+class SolveStats:
+    """What one solve cost.
+
+    nfe_forward: drift evaluations of the forward solve.
+    nfe_backward: drift vector–Jacobian products of the backward pass (filled in during
+        ``loss.backward()``): one per drift evaluation backpropagated through (adjoint ``none``), or
+        one per augmented-dynamics evaluation of the adjoint solve (adjoint ``backsolve``).
+    steps: attempted steps of the forward solve; steps_accepted / steps_rejected where the
+        method adapts its step (``None`` for fixed-step methods, where every step is accepted).
+    backward_steps*: the same for the adjoint solve.
+    """
+
+    method: str
+    nfe_forward: int = 0
+    nfe_backward: int = 0
+    steps: int = 0
+    steps_accepted: int | None = None
+    steps_rejected: int | None = None
+    backward_steps: int = 0
+    backward_steps_accepted: int | None = None
+    backward_steps_rejected: int | None = None
+    in_forward: bool = field(default=True, repr=False)
+
+    def as_dict(self) -> dict[str, int]:
+        """Numeric statistics (for logging), without the method name or internal flags."""
+        out = asdict(self)
+        out.pop("method")
+        out.pop("in_forward")
+        return {k: v for k, v in out.items() if v is not None}
+
+    def merge(self, other: SolveStats) -> SolveStats:
+        """Sum of two solves' statistics (e.g. the convection sub-solves of a split integrator)."""
+        out = SolveStats(method=self.method)
+        for key, value in asdict(self).items():
+            if key in ("method", "in_forward"):
+                continue
+            a, b = value, getattr(other, key)
+            setattr(out, key, None if a is None and b is None else (a or 0) + (b or 0))
+        out.in_forward = self.in_forward and other.in_forward
+        return out

@@ -1,0 +1,101 @@
+"""Velocity fields v_θ(t, x): the convection of dx/dt = v_θ(x, t)."""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor, nn
+
+from cdflow.errors import ConfigError
+
+ACTIVATIONS: dict[str, type[nn.Module]] = {
+    "tanh": nn.Tanh,
+    "relu": nn.ReLU,
+    "softplus": nn.Softplus,
+    "elu": nn.ELU,
+    "gelu": nn.GELU,
+    "silu": nn.SiLU,
+    "sigmoid": nn.Sigmoid,
+}
+
+
+def make_activation(name: str) -> nn.Module:
+    """Instantiate an activation by name, or raise a ConfigError listing the valid names."""
+    if name not in ACTIVATIONS:
+        raise ConfigError(f"unknown activation {name!r}; valid: {', '.join(sorted(ACTIVATIONS))}")
+    return ACTIVATIONS[name]()
+
+
+class MLPVelocity(nn.Module):
+    """v(t, x) = W_L σ(… σ(W_1 [x, t] + b_1) …) + b_L, an MLP on the state (and depth t if `time_input`)."""
+
+    def __init__(
+        self,
+        dim: int,
+        width: int = 64,
+        depth: int = 2,
+        activation: str = "tanh",
+        time_input: bool = True,
+    ) -> None:
+        super().__init__()
+        if dim < 1 or width < 1 or depth < 1:
+            raise ConfigError(f"MLPVelocity needs dim, width, depth ≥ 1, got {dim}, {width}, {depth}")
+        self.time_input = time_input
+        layers: list[nn.Module] = []
+        fan_in = dim + int(time_input)
+        for _ in range(depth - 1):
+            layers += [nn.Linear(fan_in, width), make_activation(activation)]
+            fan_in = width
+        layers.append(nn.Linear(fan_in, dim))
+        self.net = nn.Sequential(*layers)
+
+    def forward(self, t: Tensor, x: Tensor) -> Tensor:
+        if self.time_input:
+            x = torch.cat([x, t.to(x).expand(*x.shape[:-1], 1)], dim=-1)
+        return self.net(x)
+
+
+class _TimeConv(nn.Module):
+    """3×3 convolution whose input carries depth t as one extra constant channel."""
+
+    def __init__(self, c_in: int, c_out: int, time_input: bool) -> None:
+        super().__init__()
+        self.time_input = time_input
+        self.conv = nn.Conv2d(c_in + int(time_input), c_out, kernel_size=3, padding=1)
+
+    def forward(self, t: Tensor, x: Tensor) -> Tensor:
+        if self.time_input:
+            tt = t.to(x).expand(x.shape[0], 1, *x.shape[2:])
+            x = torch.cat([x, tt], dim=1)
+        return self.conv(x)
+
+
+class ConvVelocity(nn.Module):
+    """v(t, x) = conv(σ(norm(conv(σ(norm(x)), t))), t): the ODE-Net block of Chen et al. 2018 for images."""
+
+    def __init__(
+        self,
+        channels: int,
+        hidden: int = 64,
+        activation: str = "relu",
+        time_input: bool = True,
+        groups: int = 8,
+    ) -> None:
+        super().__init__()
+        g_in, g_hid = _groups(channels, groups), _groups(hidden, groups)
+        self.norm1 = nn.GroupNorm(g_in, channels)
+        self.conv1 = _TimeConv(channels, hidden, time_input)
+        self.norm2 = nn.GroupNorm(g_hid, hidden)
+        self.conv2 = _TimeConv(hidden, channels, time_input)
+        self.act = make_activation(activation)
+
+    def forward(self, t: Tensor, x: Tensor) -> Tensor:
+        h = self.conv1(t, self.act(self.norm1(x)))
+        return self.conv2(t, self.act(self.norm2(h)))
+
+
+def _groups(channels: int, groups: int) -> int:
+    """Largest divisor of `channels` not above `groups` (GroupNorm needs one)."""
+    g = min(groups, channels)
+    while channels % g:
+        g -= 1
+    return g
