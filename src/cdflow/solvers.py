@@ -23,6 +23,7 @@ class ODEMethod:
     order: int
     adaptive: bool
     solver_cls: type = field(repr=False)
+    options: dict = field(default_factory=dict, repr=False)
 
 
 @dataclass(frozen=True)
@@ -43,6 +44,9 @@ class SDEMethod:
 
 # Entries of torchdiffeq's table that are not distinct numerical methods we expose.
 _ODE_SKIP = {"scipy_solver", "fixed_adams"}
+# torchdiffeq's Adams methods declare order 4 but default to variable order up to 12, where the explicit
+# (Bashforth) variant is unstable; these options make them the fourth-order methods they declare.
+_ODE_OPTIONS = {"explicit_adams": {"max_order": 5}, "implicit_adams": {"max_order": 4}}
 
 
 @lru_cache(maxsize=1)
@@ -55,7 +59,8 @@ def ode_methods() -> dict[str, ODEMethod]:
     for name, cls in SOLVERS.items():
         if name in _ODE_SKIP or not hasattr(cls, "order"):
             continue
-        table[name] = ODEMethod(name, int(cls.order), issubclass(cls, AdaptiveStepsizeODESolver), cls)
+        adaptive = issubclass(cls, AdaptiveStepsizeODESolver)
+        table[name] = ODEMethod(name, int(cls.order), adaptive, cls, dict(_ODE_OPTIONS.get(name, {})))
     return table
 
 
