@@ -276,7 +276,9 @@ def _pair_sqdist(x: Tensor, idx: Tensor, chunk_size: int) -> Tensor:
     return torch.cat(parts) if len(parts) > 1 else parts[0]
 
 
-def _sorted_neighbours(x: Tensor, kk: int, chunk_size: int | None, differentiable: bool) -> tuple[Tensor, Tensor]:
+def _sorted_neighbours(
+    x: Tensor, kk: int, chunk_size: int | None, differentiable: bool
+) -> tuple[Tensor, Tensor]:
     """(squared distances, indices) of the kk nearest points of each row, sorted ascending, self first."""
     idx = _knn_indices(x, kk, chunk_size)
     gather_chunk = max(1, _CHUNK_ENTRIES // max(1, kk * x.shape[1]))
@@ -334,9 +336,9 @@ def knn_gaussian_graph(
                 rows = zero.nonzero().flatten().tolist()
                 shown = ", ".join(map(str, rows[:10])) + (", ..." if len(rows) > 10 else "")
                 raise DataError(
-                    f"local scale s_i = 0 for {len(rows)} points (rows {shown}): each has ≥ {k_scale - 1} exact "
-                    f"duplicates, so the k_scale={k_scale}-th distance is 0; deduplicate x, raise k_scale, or "
-                    "pass scale_floor=<small positive distance>"
+                    f"local scale s_i = 0 for {len(rows)} points (rows {shown}): each has ≥ {k_scale - 1} "
+                    f"exact duplicates, so the k_scale={k_scale}-th distance is 0; deduplicate x, raise "
+                    "k_scale, or pass scale_floor=<small positive distance>"
                 )
             s2 = s2.clamp(min=scale_floor**2)
         d2k = d2[:, :k]
