@@ -246,23 +246,23 @@ def _check_int(value: object, name: str, minimum: int) -> int:
 def _knn_indices(x: Tensor, kk: int, chunk_size: int | None) -> Tensor:
     """Indices [N, kk] of the kk nearest points of each row (self first), O(chunk·N + N·kk) memory.
 
-    Squared distances ‖a‖² + ‖b‖² − 2a·b, clamped at 0, per chunk of rows; torch.topk keeps the kk
-    smallest. The diagonal is set to −1 so that the point itself is always selected first.
+    Per chunk of rows, d²_ij = ‖x_i‖² + ‖x_j‖² − 2 x_i·x_j is ranked by torch.topk; the row constant ‖x_i‖²
+    (and the clamp at 0) cannot change a row's ranking, so only ‖x_j‖² − 2 x_i·x_j is formed. The diagonal
+    is set to −inf so the point itself is always selected first. Exact distances are recomputed after.
     """
     n = x.shape[0]
     if chunk_size is None:
         chunk_size = max(1, min(n, _CHUNK_ENTRIES // max(n, 1)))
     chunk_size = _check_int(chunk_size, "chunk_size", 1)
     xd = x.detach()
-    sq = (xd * xd).sum(dim=1)
+    sq = (xd * xd).sum(dim=1)[None, :]
     out = torch.empty(n, kk, dtype=torch.int64, device=x.device)
     for start in range(0, n, chunk_size):
         stop = min(n, start + chunk_size)
-        d2 = torch.addmm(sq[start:stop, None] + sq[None, :], xd[start:stop], xd.T, alpha=-2.0)
-        d2.clamp_(min=0.0)
+        score = torch.addmm(sq, xd[start:stop], xd.T, alpha=-2.0)
         r = torch.arange(stop - start, device=x.device)
-        d2[r, r + start] = -1.0
-        out[start:stop] = torch.topk(d2, kk, dim=1, largest=False, sorted=True).indices
+        score[r, r + start] = -math.inf
+        out[start:stop] = torch.topk(score, kk, dim=1, largest=False, sorted=False).indices
     return out
 
 

@@ -1,19 +1,20 @@
-"""The two batch conventions shared by cdflow's DataModules.
+"""The two batch conventions shared by cdflow's DataModules, and their base classes.
 
 * Inductive mini-batches: each batch is a tuple ``(x, y)``.
 * Transductive full batch: each of the train / val / test / predict loaders yields exactly one batch per
   epoch, the same dict ``{"x": [N, F], "y": [N], "train_mask", "val_mask", "test_mask", "edge_index":
   [2, E] or None}``; the LightningModule picks the mask of its stage.
+
+Every module sets ``num_features``, ``input_shape`` and ``num_classes`` in ``__init__`` (before setup).
 """
 
 from __future__ import annotations
-
-from typing import Any
 
 import lightning as L
 import torch
 from torch.utils.data import DataLoader, Dataset, TensorDataset
 
+from cdflow.data.splits import SplitData
 from cdflow.data.validate import check_finite, check_labels, check_transductive_batch
 
 Batch = dict[str, torch.Tensor | None]
@@ -35,109 +36,24 @@ class FullBatchDataset(Dataset):
         return self.batch
 
 
-class TransductiveDataModule(L.LightningDataModule):
-    """Base for full-batch DataModules; subclasses implement :meth:`build_batch`.
-
-    Attributes (set in ``__init__`` by subclasses, before ``setup``): ``num_features``, ``input_shape``,
-    ``num_classes``. After ``setup``: ``batch`` (the dict) and ``num_nodes``.
-    """
-
-    num_features: int
-    input_shape: tuple[int, ...]
-    num_classes: int
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.batch: Batch | None = None
-
-    def build_batch(self) -> Batch:
-        """Return the full-batch dict (called once, in ``setup``)."""
-        raise NotImplementedError
-
-    @property
-    def num_nodes(self) -> int:
-        """Number of nodes N (after ``setup``)."""
-        if self.batch is None:
-            raise RuntimeError(f"{type(self).__name__}.num_nodes is known after setup(); call setup() first.")
-        assert self.batch["x"] is not None
-        return int(self.batch["x"].shape[0])
-
-    def setup(self, stage: str | None = None) -> None:
-        """Build and validate the batch (once)."""
-        if self.batch is None:
-            batch = self.build_batch()
-            check_transductive_batch(batch, self.num_classes, source=type(self).__name__)
-            self.batch = batch
-
-    def _loader(self) -> DataLoader:
-        if self.batch is None:
-            self.setup()
-        assert self.batch is not None
-        return DataLoader(FullBatchDataset(self.batch), batch_size=None, shuffle=False, num_workers=0)
-
-    def train_dataloader(self) -> DataLoader:
-        """One batch: the full dict."""
-        return self._loader()
-
-    def val_dataloader(self) -> DataLoader:
-        """One batch: the same dict (use ``val_mask``)."""
-        return self._loader()
-
-    def test_dataloader(self) -> DataLoader:
-        """One batch: the same dict (use ``test_mask``)."""
-        return self._loader()
-
-    def predict_dataloader(self) -> DataLoader:
-        """One batch: the same dict."""
-        return self._loader()
+def full_batch_loader(batch: Batch) -> DataLoader:
+    """A loader that yields ``batch`` once per epoch, unchanged."""
+    return DataLoader(FullBatchDataset(batch), batch_size=None, shuffle=False, num_workers=0)
 
 
-class InductiveDataModule(L.LightningDataModule):
-    """Base for mini-batch DataModules; subclasses fill ``self.datasets`` in ``setup``.
-
-    ``self.datasets`` maps ``"train"``, ``"val"``, ``"test"`` to datasets of ``(x, y)`` pairs. The training
-    loader shuffles with a generator seeded from ``seed``.
-    """
-
-    num_features: int
-    input_shape: tuple[int, ...]
-    num_classes: int
-
-    def __init__(self, batch_size: int, num_workers: int, seed: int) -> None:
-        super().__init__()
-        self._batch_size, self._num_workers, self._seed = batch_size, num_workers, seed
-        self.datasets: dict[str, Dataset] = {}
-
-    def _loader(self, split: str, shuffle: bool) -> DataLoader:
-        if split not in self.datasets:
-            self.setup("fit" if split in ("train", "val") else "test")
-        kwargs: dict[str, Any] = {}
-        if shuffle:
-            kwargs["generator"] = torch.Generator().manual_seed(self._seed)
-        return DataLoader(
-            self.datasets[split],
-            batch_size=self._batch_size,
-            shuffle=shuffle,
-            num_workers=self._num_workers,
-            persistent_workers=self._num_workers > 0,
-            **kwargs,
-        )
-
-    def train_dataloader(self) -> DataLoader:
-        """Shuffled ``(x, y)`` mini-batches of the (labelled) training set."""
-        return self._loader("train", shuffle=True)
-
-    def val_dataloader(self) -> DataLoader:
-        """``(x, y)`` mini-batches of the validation set."""
-        return self._loader("val", shuffle=False)
-
-    def test_dataloader(self) -> DataLoader:
-        """``(x, y)`` mini-batches of the test set."""
-        return self._loader("test", shuffle=False)
-
-    def predict_dataloader(self) -> DataLoader:
-        """``(x, y)`` mini-batches of the test set."""
-        return self._loader("test", shuffle=False)
+def minibatch_loader(
+    dataset: Dataset, batch_size: int, num_workers: int, *, shuffle: bool, seed: int
+) -> DataLoader:
+    """``(x, y)`` mini-batches; shuffling uses a generator seeded with ``seed`` (new order each epoch)."""
+    generator = torch.Generator().manual_seed(seed) if shuffle else None
+    return DataLoader(
+        dataset,
+        batch_size=batch_size,
+        shuffle=shuffle,
+        num_workers=num_workers,
+        persistent_workers=num_workers > 0,
+        generator=generator,
+    )
 
 
 def tensor_dataset(x: torch.Tensor, y: torch.Tensor, num_classes: int, *, name: str) -> TensorDataset:
@@ -145,3 +61,75 @@ def tensor_dataset(x: torch.Tensor, y: torch.Tensor, num_classes: int, *, name: 
     check_finite(x, f"x ({name})")
     check_labels(y, num_classes, f"y ({name})")
     return TensorDataset(x, y)
+
+
+def split_batch(
+    split: SplitData, x: torch.Tensor | None = None, edge_index: torch.Tensor | None = None
+) -> Batch:
+    """The full-batch dict of a :class:`SplitData` (``x`` overrides ``split.x``, e.g. reshaped)."""
+    return {
+        "x": split.x if x is None else x,
+        "y": split.y,
+        "train_mask": split.train_mask,
+        "val_mask": split.val_mask,
+        "test_mask": split.test_mask,
+        "edge_index": edge_index,
+    }
+
+
+class CdflowDataModule(L.LightningDataModule):
+    """Common base: metadata attributes and the two loader conventions.
+
+    Subclasses implement ``setup``, filling either ``self.batch`` (transductive) or ``self.datasets``
+    (``"train"``, ``"val"``, ``"test"`` → datasets of ``(x, y)``).
+    """
+
+    num_features: int
+    input_shape: tuple[int, ...]
+    num_classes: int
+
+    def __init__(
+        self, *, transductive: bool, batch_size: int = 1, num_workers: int = 0, seed: int = 0
+    ) -> None:
+        super().__init__()
+        self.transductive = transductive
+        self._batch_size, self._num_workers, self._seed = batch_size, num_workers, seed
+        self.batch: Batch | None = None
+        self.datasets: dict[str, Dataset] = {}
+
+    def set_batch(self, batch: Batch) -> None:
+        """Validate and store the full-batch dict."""
+        check_transductive_batch(batch, self.num_classes, source=type(self).__name__)
+        self.batch = batch
+
+    def _loader(self, split: str) -> DataLoader:
+        if self.transductive:
+            if self.batch is None:
+                self.setup(None)
+            assert self.batch is not None
+            return full_batch_loader(self.batch)
+        if split not in self.datasets:
+            self.setup("fit" if split in ("train", "val") else "test")
+        return minibatch_loader(
+            self.datasets[split],
+            self._batch_size,
+            self._num_workers,
+            shuffle=split == "train",
+            seed=self._seed,
+        )
+
+    def train_dataloader(self) -> DataLoader:
+        """Transductive: the full dict. Inductive: shuffled ``(x, y)`` of the (labelled) training set."""
+        return self._loader("train")
+
+    def val_dataloader(self) -> DataLoader:
+        """Transductive: the full dict (use ``val_mask``). Inductive: ``(x, y)`` of the validation set."""
+        return self._loader("val")
+
+    def test_dataloader(self) -> DataLoader:
+        """Transductive: the full dict (use ``test_mask``). Inductive: ``(x, y)`` of the test set."""
+        return self._loader("test")
+
+    def predict_dataloader(self) -> DataLoader:
+        """Transductive: the full dict. Inductive: ``(x, y)`` of the test set."""
+        return self._loader("test")

@@ -1,4 +1,6 @@
-"""England COVID-19 cases on daily mobility graphs (PyTorch Geometric Temporal's ``EnglandCovidDatasetLoader``).
+"""England COVID-19 cases on daily mobility graphs.
+
+The data of PyTorch Geometric Temporal's ``EnglandCovidDatasetLoader`` (Panagopoulos et al., AAAI 2021).
 
 ``<root>/covid/england_covid.json`` holds ``y`` (61 days x 129 NUTS3 regions of daily cases),
 ``time_periods`` (61) and ``edge_mapping`` with ``edge_index`` and ``edge_weight``, each a dict from the
@@ -19,9 +21,7 @@ from cdflow.data.paths import RemoteFile, data_root, fetch_missing, verify_check
 from cdflow.data.validate import check_edge_index, check_finite
 from cdflow.errors import DataError
 
-COVID_URL = (
-    "https://raw.githubusercontent.com/benedekrozemberczki/pytorch_geometric_temporal/master/dataset/england_covid.json"
-)
+COVID_URL = "https://raw.githubusercontent.com/benedekrozemberczki/pytorch_geometric_temporal/master/dataset/england_covid.json"
 COVID_FILE = RemoteFile(
     "england_covid.json", COVID_URL, "497056cc4585b58951fd5cd17554fe0c535f68ea0c907a5b5727ae30e3913450"
 )

@@ -20,7 +20,11 @@ def load_digits_arrays() -> tuple[torch.Tensor, torch.Tensor]:
 
 
 def load_digits(
-    seed: int = 0, *, val_fraction: float = 0.2, test_fraction: float = 0.2, labels_per_class: int | None = None
+    seed: int = 0,
+    *,
+    val_fraction: float = 0.2,
+    test_fraction: float = 0.2,
+    labels_per_class: int | None = None,
 ) -> SplitData:
     """The digits with a seeded stratified split (see :func:`split_with_labels`)."""
     x, y = load_digits_arrays()

@@ -29,7 +29,9 @@ GNN_BENCHMARK_URL = "https://github.com/shchur/gnn-benchmark/raw/master/data/npz
 #: The gnn-benchmark files with their SHA-256 (the copies in ``../shared/data/gnn-benchmark``).
 GNN_BENCHMARK_FILES: dict[str, RemoteFile] = {
     "cora": RemoteFile(
-        "cora.npz", GNN_BENCHMARK_URL + "cora.npz", "068e22d90c3849b4057dfb05851741428992af058efcd4e7ebb4186f3d581de2"
+        "cora.npz",
+        GNN_BENCHMARK_URL + "cora.npz",
+        "068e22d90c3849b4057dfb05851741428992af058efcd4e7ebb4186f3d581de2",
     ),
     "citeseer": RemoteFile(
         "citeseer.npz",
@@ -128,7 +130,9 @@ def load_npz_graph(path: str | os.PathLike[str], name: str | None = None, *, lcc
         with np.load(path, allow_pickle=False) as loaded:
             npz = {k: loaded[k] for k in loaded.files}
     except (OSError, ValueError) as exc:
-        raise DataError(f"Cannot read {path} as a .npz file ({exc}). Delete it and download it again.") from exc
+        raise DataError(
+            f"Cannot read {path} as a .npz file ({exc}). Delete it and download it again."
+        ) from exc
     adj = standardize_adjacency(_csr(npz, "adj", path))
     attr = _csr(npz, "attr", path)
     if "labels" not in npz:
@@ -137,14 +141,17 @@ def load_npz_graph(path: str | os.PathLike[str], name: str | None = None, *, lcc
     n = adj.shape[0]
     if adj.shape != (n, n) or attr.shape[0] != n or labels.shape != (n,):
         raise DataError(
-            f"{path}: inconsistent sizes: adjacency {adj.shape}, attributes {attr.shape}, labels {labels.shape}."
+            f"{path}: inconsistent sizes: adjacency {adj.shape}, attributes {attr.shape}, "
+            f"labels {labels.shape}."
         )
     if lcc:
         keep = largest_component(adj)
         adj, attr, labels = adj[keep][:, keep], attr[keep], labels[keep]
     classes, y = np.unique(labels, return_inverse=True)
     if classes.min(initial=0) < 0:
-        raise DataError(f"{path}: negative labels {classes[classes < 0].tolist()} (unlabelled nodes are not supported).")
+        raise DataError(
+            f"{path}: negative labels {classes[classes < 0].tolist()} (unlabelled nodes are not supported)."
+        )
     return GraphData(
         x=torch.from_numpy(binarize_row_normalize(attr)),
         y=torch.from_numpy(y.astype(np.int64)),
@@ -157,7 +164,7 @@ def load_npz_graph(path: str | os.PathLike[str], name: str | None = None, *, lcc
 def load_graph(
     name: GraphName, root: str | os.PathLike[str] | None = None, *, verify: bool = True, download: bool = True
 ) -> GraphData:
-    """Load Cora or Citeseer from ``<root>/gnn-benchmark/<name>.npz`` (downloaded from gnn-benchmark if missing)."""
+    """Load Cora or Citeseer from ``<root>/gnn-benchmark/<name>.npz`` (fetched if missing)."""
     if name not in GNN_BENCHMARK_FILES:
         raise DataError(f"Unknown graph {name!r}; available: {sorted(GNN_BENCHMARK_FILES)}.")
     remote = GNN_BENCHMARK_FILES[name]
@@ -183,7 +190,9 @@ def random_split(
     """
     labels = np.asarray(labels.cpu() if isinstance(labels, torch.Tensor) else labels).astype(np.int64)
     if train_per_class < 1 or val_per_class < 0:
-        raise DataError(f"train_per_class must be >= 1 and val_per_class >= 0, got {train_per_class}, {val_per_class}.")
+        raise DataError(
+            f"train_per_class must be >= 1 and val_per_class >= 0, got {train_per_class}, {val_per_class}."
+        )
     rng = np.random.RandomState(seed)
     classes = np.unique(labels)
     n = len(labels)
@@ -196,7 +205,9 @@ def random_split(
             )
 
     def sample(per_class: int, forbidden: np.ndarray) -> np.ndarray:
-        picks = [rng.choice(np.flatnonzero((labels == c) & ~forbidden), per_class, replace=False) for c in classes]
+        picks = [
+            rng.choice(np.flatnonzero((labels == c) & ~forbidden), per_class, replace=False) for c in classes
+        ]
         return np.concatenate(picks) if picks else np.zeros(0, dtype=np.int64)
 
     train = np.zeros(n, dtype=bool)

@@ -114,7 +114,9 @@ def parse_idx(data: bytes, *, name: str = "<bytes>") -> np.ndarray:
         raise DataError(f"{name}: unknown IDX type byte 0x{code:02x} (magic 0x{code:02x}{ndim:02x}).")
     header = 4 + 4 * ndim
     if len(data) < header:
-        raise DataError(f"{name} is truncated: its header declares {ndim} dimensions but the file ends first.")
+        raise DataError(
+            f"{name} is truncated: its header declares {ndim} dimensions but the file ends first."
+        )
     dims = tuple(int(d) for d in np.frombuffer(data, dtype=">u4", count=ndim, offset=4))
     dtype = _DTYPES[code]
     expected = int(np.prod(dims, dtype=np.int64)) * dtype.itemsize
@@ -141,7 +143,9 @@ def write_idx(path: str | os.PathLike[str], array: np.ndarray, *, compress: bool
     array = np.asarray(array)
     native = array.dtype.newbyteorder("=")
     if native not in _CODES:
-        raise DataError(f"IDX cannot store dtype {array.dtype}; use one of uint8, int8, int16, int32, float32/64.")
+        raise DataError(
+            f"IDX cannot store dtype {array.dtype}; use one of uint8, int8, int16, int32, float32/64."
+        )
     code = _CODES[native]
     header = bytes([0, 0, code, array.ndim]) + np.asarray(array.shape, dtype=">u4").tobytes()
     payload = header + np.ascontiguousarray(array, dtype=_DTYPES[code]).tobytes()
@@ -208,7 +212,9 @@ def load_mnist(
     images, labels = arrays
     n = _SIZES[split]
     if images.shape != (n, 28, 28) or images.dtype != np.uint8:
-        raise DataError(f"{kind} {split} images have shape {images.shape} ({images.dtype}), expected ({n}, 28, 28) uint8.")
+        raise DataError(
+            f"{kind} {split} images have shape {images.shape} ({images.dtype}), expected ({n}, 28, 28) uint8."
+        )
     if labels.shape != (n,):
         raise DataError(f"{kind} {split} labels have shape {labels.shape}, expected ({n},).")
     if labels.max(initial=0) > 9:

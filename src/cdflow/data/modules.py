@@ -1,8 +1,8 @@
 """Lightning DataModules: graphs (full batch), digits and toys (either convention), MNIST (mini-batch).
 
 Every module exposes ``num_features``, ``input_shape`` and ``num_classes`` right after construction
-(cheap metadata, no file read), so a model config can be linked to them. See :mod:`cdflow.data.base`
-for the batch formats.
+(cheap metadata, no file read), so a model config can be linked to them. Batch formats: see
+:mod:`cdflow.data.base`.
 """
 
 from __future__ import annotations
@@ -13,13 +13,13 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from cdflow.data.base import Batch, InductiveDataModule, TransductiveDataModule, tensor_dataset
-from cdflow.data.digits import SplitData, load_digits_arrays, split_with_labels
-from cdflow.data.graphs import GraphName, load_graph, random_split
+from cdflow.data.base import CdflowDataModule, split_batch, tensor_dataset
+from cdflow.data.digits import load_digits_arrays
+from cdflow.data.graphs import GraphData, GraphName, load_graph, random_split
 from cdflow.data.idx import MNISTKind, load_mnist
 from cdflow.data.planetoid import load_planetoid
-from cdflow.data.splits import labelled_subset
-from cdflow.data.toys import ToyName, make_toy
+from cdflow.data.splits import SplitData, labelled_subset, split_with_labels
+from cdflow.data.toys import TOYS, ToyName, make_toy
 from cdflow.data.validate import check_labels
 from cdflow.errors import ConfigError
 
@@ -29,28 +29,17 @@ GRAPH_META: dict[str, tuple[int, int]] = {"cora": (1433, 7), "citeseer": (3703, 
 MNIST_STATS: dict[str, tuple[float, float]] = {"mnist": (0.1307, 0.3081), "fashion-mnist": (0.2860, 0.3530)}
 
 
-def _split_batch(data: SplitData, edge_index: torch.Tensor | None = None) -> Batch:
-    return {
-        "x": data.x,
-        "y": data.y,
-        "train_mask": data.train_mask,
-        "val_mask": data.val_mask,
-        "test_mask": data.test_mask,
-        "edge_index": edge_index,
-    }
-
-
-class GraphDataModule(TransductiveDataModule):
-    """Cora / Citeseer, full batch.
+class GraphDataModule(CdflowDataModule):
+    """Cora / Citeseer, transductive full batch (``edge_index`` symmetric, no self-loops).
 
     Args:
         name: ``"cora"`` or ``"citeseer"``.
-        split: ``"random"`` — gnn-benchmark file, largest connected component, ``train_per_class`` /
-            ``val_per_class`` nodes per class drawn with ``seed`` (COIN / Diff-ResNet protocol);
-            ``"planetoid"`` — Planetoid files with the public 140/500/1000 split (``seed`` unused).
+        split: ``"random"``: gnn-benchmark file, largest connected component, ``train_per_class`` /
+            ``val_per_class`` nodes per class drawn with ``seed``, rest test (COIN / Diff-ResNet protocol).
+            ``"planetoid"``: Planetoid files with the public split (Cora 140/500/1000; ``seed`` unused).
         seed: split seed.
         root: data folder (default ``$CDFLOW_DATA``).
-        train_per_class, val_per_class: random split sizes.
+        train_per_class, val_per_class: sizes of the random split.
         verify: check file checksums.
         download: fetch missing files from their origin.
     """
@@ -66,17 +55,27 @@ class GraphDataModule(TransductiveDataModule):
         verify: bool = True,
         download: bool = True,
     ) -> None:
-        super().__init__()
         if name not in GRAPH_META:
             raise ConfigError(f"Unknown graph {name!r}; choose one of {sorted(GRAPH_META)}.")
         if split not in ("random", "planetoid"):
             raise ConfigError(f"Unknown split {split!r}; choose 'random' or 'planetoid'.")
+        super().__init__(transductive=True, seed=seed)
         self.save_hyperparameters()
         self.num_features, self.num_classes = GRAPH_META[name]
         self.input_shape = (self.num_features,)
+        self.data: GraphData | None = None
 
-    def build_batch(self) -> Batch:
-        """Load the graph and its split."""
+    @property
+    def num_nodes(self) -> int:
+        """Number of nodes N (after ``setup``)."""
+        self.setup(None)
+        assert self.data is not None
+        return self.data.num_nodes
+
+    def setup(self, stage: str | None = None) -> None:
+        """Load the graph and its split (once)."""
+        if self.batch is not None:
+            return
         hp = self.hparams
         if hp.split == "planetoid":
             data, train, val, test = load_planetoid(hp.name, hp.root, verify=hp.verify, download=hp.download)
@@ -89,37 +88,53 @@ class GraphDataModule(TransductiveDataModule):
                 f"says {self.num_features} / {self.num_classes}; update GRAPH_META in {__name__}."
             )
         self.data = data
-        return {
-            "x": data.x,
-            "y": data.y,
-            "train_mask": torch.from_numpy(train),
-            "val_mask": torch.from_numpy(val),
-            "test_mask": torch.from_numpy(test),
-            "edge_index": data.edge_index,
-        }
+        self.set_batch(
+            {
+                "x": data.x,
+                "y": data.y,
+                "train_mask": torch.from_numpy(train),
+                "val_mask": torch.from_numpy(val),
+                "test_mask": torch.from_numpy(test),
+                "edge_index": data.edge_index,
+            }
+        )
 
 
-class _SplitModule:
-    """Shared logic of Digits / Toy modules: either convention over one :class:`SplitData`."""
+class _SplitDataModule(CdflowDataModule):
+    """Points with a stratified split, served in either convention (``transductive``)."""
 
-    hparams: object
-    num_classes: int
+    split: SplitData | None = None
 
-    def _split_data(self) -> SplitData:
+    def load_split(self) -> SplitData:
+        """Build the points and their split."""
         raise NotImplementedError
 
-    def _shape(self, x: torch.Tensor) -> torch.Tensor:
-        return x
+    def setup(self, stage: str | None = None) -> None:
+        """Build the split once; then the full dict (transductive) or the three datasets (inductive)."""
+        if self.split is not None:
+            return
+        split = self.load_split()
+        x = split.x.reshape(split.x.shape[0], *self.input_shape)
+        if self.transductive:
+            self.set_batch(split_batch(split, x=x))
+        else:
+            name = type(self).__name__
+            masks = {"train": split.train_mask, "val": split.val_mask, "test": split.test_mask}
+            self.datasets = {
+                key: tensor_dataset(x[mask], split.y[mask], self.num_classes, name=f"{name} {key}")
+                for key, mask in masks.items()
+            }
+        self.split = split
 
 
-class DigitsDataModule(InductiveDataModule, _SplitModule):
-    """scikit-learn 8x8 digits (1,797 images) in [0, 1], stratified split.
+class DigitsDataModule(_SplitDataModule):
+    """scikit-learn 8x8 digits (1,797 images) in [0, 1], seeded stratified split.
 
     Args:
-        transductive: one full batch (dict, ``edge_index=None``) instead of ``(x, y)`` mini-batches.
+        transductive: one full-batch dict (``edge_index=None``) instead of ``(x, y)`` mini-batches.
         labels_per_class: keep only that many labelled training points per class (semi-supervised). In
-            transductive mode the other training points stay in ``x`` with no mask; in inductive mode they
-            are left out of the training set.
+            transductive mode the other training points stay in ``x`` but in no mask
+            (``self.split.unlabelled_mask``); in inductive mode they are left out of the training set.
         flatten: inputs ``[B, 64]`` (True) or ``[B, 1, 8, 8]`` (False).
         val_fraction, test_fraction: split sizes.
     """
@@ -135,50 +150,31 @@ class DigitsDataModule(InductiveDataModule, _SplitModule):
         num_workers: int = 0,
         seed: int = 0,
     ) -> None:
-        super().__init__(batch_size, num_workers, seed)
+        super().__init__(transductive=transductive, batch_size=batch_size, num_workers=num_workers, seed=seed)
         self.save_hyperparameters()
         self.num_features, self.num_classes = 64, 10
         self.input_shape = (64,) if flatten else (1, 8, 8)
-        self.batch: Batch | None = None
 
-    def _split_data(self) -> SplitData:
-        x, y = load_digits_arrays()
+    def load_split(self) -> SplitData:
+        """Digits with the seeded split."""
         hp = self.hparams
+        x, y = load_digits_arrays()
         return split_with_labels(
-            x, y, hp.seed, val_fraction=hp.val_fraction, test_fraction=hp.test_fraction,
+            x,
+            y,
+            hp.seed,
+            val_fraction=hp.val_fraction,
+            test_fraction=hp.test_fraction,
             labels_per_class=hp.labels_per_class,
         )
 
-    def _shape(self, x: torch.Tensor) -> torch.Tensor:
-        return x.reshape(x.shape[0], *self.input_shape)
 
-    def setup(self, stage: str | None = None) -> None:
-        """Build the split (once)."""
-        _setup_split(self)
-
-    def train_dataloader(self):  # noqa: ANN201 — DataLoader
-        """Inductive: shuffled ``(x, y)``; transductive: the full dict."""
-        return _full_or(self, "train_dataloader")
-
-    def val_dataloader(self):  # noqa: ANN201
-        """Inductive: ``(x, y)``; transductive: the full dict."""
-        return _full_or(self, "val_dataloader")
-
-    def test_dataloader(self):  # noqa: ANN201
-        """Inductive: ``(x, y)``; transductive: the full dict."""
-        return _full_or(self, "test_dataloader")
-
-    def predict_dataloader(self):  # noqa: ANN201
-        """Inductive: ``(x, y)`` of the test set; transductive: the full dict."""
-        return _full_or(self, "predict_dataloader")
-
-
-class ToyDataModule(InductiveDataModule, _SplitModule):
-    """2-D toys (``moons``, ``circles``, ``spirals``, ``xor``; Diff-ResNet recipes), stratified split.
+class ToyDataModule(_SplitDataModule):
+    """2-D toys (``moons``, ``circles``, ``spirals``, ``xor``; Diff-ResNet recipes), seeded stratified split.
 
     Args:
         name: which toy.
-        transductive: one full batch (dict, ``edge_index=None``) instead of ``(x, y)`` mini-batches.
+        transductive: one full-batch dict (``edge_index=None``) instead of ``(x, y)`` mini-batches.
         labels_per_class: as in :class:`DigitsDataModule`.
         val_fraction, test_fraction: split sizes.
         seed: seeds both the points and the split.
@@ -195,77 +191,32 @@ class ToyDataModule(InductiveDataModule, _SplitModule):
         num_workers: int = 0,
         seed: int = 0,
     ) -> None:
-        super().__init__(batch_size, num_workers, seed)
-        if name not in ("moons", "circles", "spirals", "xor"):
-            raise ConfigError(f"Unknown toy {name!r}; choose 'moons', 'circles', 'spirals' or 'xor'.")
+        if name not in TOYS:
+            raise ConfigError(f"Unknown toy {name!r}; choose one of {sorted(TOYS)}.")
+        super().__init__(transductive=transductive, batch_size=batch_size, num_workers=num_workers, seed=seed)
         self.save_hyperparameters()
         self.num_features, self.num_classes, self.input_shape = 2, 2, (2,)
-        self.batch: Batch | None = None
 
-    def _split_data(self) -> SplitData:
+    def load_split(self) -> SplitData:
+        """The toy points with the seeded split."""
         hp = self.hparams
         x, y = make_toy(hp.name, seed=hp.seed)
         return split_with_labels(
-            x, y, hp.seed, val_fraction=hp.val_fraction, test_fraction=hp.test_fraction,
+            x,
+            y,
+            hp.seed,
+            val_fraction=hp.val_fraction,
+            test_fraction=hp.test_fraction,
             labels_per_class=hp.labels_per_class,
         )
-
-    def setup(self, stage: str | None = None) -> None:
-        """Build the points and the split (once)."""
-        _setup_split(self)
-
-    def train_dataloader(self):  # noqa: ANN201
-        """Inductive: shuffled ``(x, y)``; transductive: the full dict."""
-        return _full_or(self, "train_dataloader")
-
-    def val_dataloader(self):  # noqa: ANN201
-        """Inductive: ``(x, y)``; transductive: the full dict."""
-        return _full_or(self, "val_dataloader")
-
-    def test_dataloader(self):  # noqa: ANN201
-        """Inductive: ``(x, y)``; transductive: the full dict."""
-        return _full_or(self, "test_dataloader")
-
-    def predict_dataloader(self):  # noqa: ANN201
-        """Inductive: ``(x, y)`` of the test set; transductive: the full dict."""
-        return _full_or(self, "predict_dataloader")
-
-
-def _setup_split(module: DigitsDataModule | ToyDataModule) -> None:
-    if module.batch is not None or module.datasets:
-        return
-    data = module._split_data()
-    x = module._shape(data.x)
-    if module.hparams.transductive:
-        batch = _split_batch(SplitData(x, data.y, data.train_mask, data.val_mask, data.test_mask,
-                                       data.unlabelled_mask, module.num_classes))
-        from cdflow.data.validate import check_transductive_batch
-
-        check_transductive_batch(batch, module.num_classes, source=type(module).__name__)
-        module.batch = batch
-        module.split = data
-        return
-    name = type(module).__name__
-    module.datasets = {
-        split: tensor_dataset(x[mask], data.y[mask], module.num_classes, name=f"{name} {split}")
-        for split, mask in (("train", data.train_mask), ("val", data.val_mask), ("test", data.test_mask))
-    }
-    module.split = data
-
-
-def _full_or(module: DigitsDataModule | ToyDataModule, method: str):  # noqa: ANN202
-    if module.hparams.transductive:
-        module.setup()
-        helper = TransductiveDataModule()
-        helper.batch = module.batch
-        return getattr(helper, method)()
-    return getattr(InductiveDataModule, method)(module)
 
 
 class _ImageDataset(Dataset):
     """uint8 images ``[N, 28, 28]`` served as normalised float ``[1, 28, 28]`` (or ``[784]``)."""
 
-    def __init__(self, images: torch.Tensor, labels: torch.Tensor, mean: float, std: float, flatten: bool) -> None:
+    def __init__(
+        self, images: torch.Tensor, labels: torch.Tensor, mean: float, std: float, flatten: bool
+    ) -> None:
         self.images, self.labels = images, labels
         self.mean, self.std, self.flatten = mean, std, flatten
 
@@ -277,16 +228,17 @@ class _ImageDataset(Dataset):
         return (x.reshape(-1) if self.flatten else x.unsqueeze(0)), self.labels[index]
 
 
-class MNISTDataModule(InductiveDataModule):
-    """MNIST / Fashion-MNIST mini-batches ``(x [B, 1, 28, 28], y [B])``, scaled to [0, 1] then normalised.
+class MNISTDataModule(CdflowDataModule):
+    """MNIST / Fashion-MNIST mini-batches ``(x [B, 1, 28, 28], y [B])``: pixels / 255, then normalised.
 
     Args:
         kind: ``"mnist"`` or ``"fashion-mnist"``.
         root: data folder (default ``$CDFLOW_DATA``); files in ``<root>/<kind>/``.
         val_size: training images held out (seeded) for validation; the official test set is the test set.
-        labels_per_class: keep only that many labelled training images per class (others are dropped).
+        labels_per_class: keep only that many labelled training images per class (the others are dropped).
         normalize: subtract the training mean and divide by the std (``MNIST_STATS``).
         flatten: inputs ``[B, 784]`` instead of ``[B, 1, 28, 28]``.
+        verify: check the checksums; download: fetch missing files from the origin.
     """
 
     def __init__(
@@ -303,11 +255,11 @@ class MNISTDataModule(InductiveDataModule):
         verify: bool = True,
         download: bool = True,
     ) -> None:
-        super().__init__(batch_size, num_workers, seed)
         if kind not in MNIST_STATS:
             raise ConfigError(f"Unknown kind {kind!r}; choose 'mnist' or 'fashion-mnist'.")
         if not 0 <= val_size < 60_000:
             raise ConfigError(f"val_size must be in 0..59999, got {val_size}.")
+        super().__init__(transductive=False, batch_size=batch_size, num_workers=num_workers, seed=seed)
         self.save_hyperparameters()
         self.num_features, self.num_classes = 28 * 28, 10
         self.input_shape = (784,) if flatten else (1, 28, 28)
@@ -320,16 +272,16 @@ class MNISTDataModule(InductiveDataModule):
         return _ImageDataset(torch.from_numpy(images), y, mean, std, hp.flatten)
 
     def setup(self, stage: str | None = None) -> None:
-        """Load the files the stage needs (train/val for fit and validate, test for test and predict)."""
+        """Load what the stage needs: training file for fit / validate, test file for test / predict."""
         hp = self.hparams
         if stage in (None, "fit", "validate") and "train" not in self.datasets:
             images, labels = load_mnist(hp.root, "train", hp.kind, verify=hp.verify, download=hp.download)
             order = np.random.default_rng(hp.seed).permutation(len(labels))
             val_idx, train_idx = np.sort(order[: hp.val_size]), np.sort(order[hp.val_size :])
             if hp.labels_per_class is not None:
-                mask = np.zeros(len(labels), dtype=bool)
-                mask[train_idx] = True
-                train_idx = np.flatnonzero(labelled_subset(labels, mask, hp.labels_per_class, hp.seed))
+                pool = np.zeros(len(labels), dtype=bool)
+                pool[train_idx] = True
+                train_idx = np.flatnonzero(labelled_subset(labels, pool, hp.labels_per_class, hp.seed))
             self.datasets["train"] = self._dataset(images[train_idx], labels[train_idx], "train")
             self.datasets["val"] = self._dataset(images[val_idx], labels[val_idx], "val")
         if stage in (None, "test", "predict") and "test" not in self.datasets:

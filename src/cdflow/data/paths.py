@@ -90,7 +90,9 @@ def verify_checksum(path: str | os.PathLike[str], expected: str, *, url: str | N
         raise DataError(corrupt_message(path, expected.lower(), actual, url=url))
 
 
-def download(url: str, dest: str | os.PathLike[str], sha256: str | None = None, *, timeout: float = 60.0) -> Path:
+def download(
+    url: str, dest: str | os.PathLike[str], sha256: str | None = None, *, timeout: float = 60.0
+) -> Path:
     """Download ``url`` to ``dest`` (atomically, via a temporary file) and check its SHA-256.
 
     Raises:
@@ -149,11 +151,7 @@ def fetch_missing(
         if not missing:
             return
     listing = "\n".join(f"  {folder.absolute() / f.name}   (from {f.url})" for f in missing)
-    why = (
-        f"downloading failed: {errors[0]}"
-        if errors
-        else "downloading is switched off (download=False)"
-    )
+    why = f"downloading failed: {errors[0]}" if errors else "downloading is switched off (download=False)"
     raise DataError(
         f"{dataset}: {len(missing)} file(s) missing from {folder.absolute()} and {why}\n"
         f"Put these files there (the data root is `root=` or ${ENV_VAR}):\n{listing}"

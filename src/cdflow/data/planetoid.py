@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import os
 import pickle
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -59,10 +60,14 @@ NUM_VAL = 500
 
 def _unpickle(path: Path) -> object:
     try:
-        with open(path, "rb") as handle:
+        with open(path, "rb") as handle, warnings.catch_warnings():
+            # The 2016 pickles name scipy.sparse.csr, a deprecated alias of scipy.sparse.
+            warnings.simplefilter("ignore", DeprecationWarning)
             return pickle.load(handle, encoding="latin1")
     except (pickle.UnpicklingError, EOFError, AttributeError, ImportError, ValueError) as exc:
-        raise DataError(f"Cannot unpickle {path} ({exc}): the file is corrupt. Delete it and fetch it again.") from exc
+        raise DataError(
+            f"Cannot unpickle {path} ({exc}): the file is corrupt. Delete it and fetch it again."
+        ) from exc
 
 
 def _graph_adjacency(graph: dict[int, list[int]], n: int, path: Path) -> sp.csr_matrix:
@@ -89,7 +94,10 @@ def load_planetoid(
     if name not in PLANETOID_SHA256:
         raise DataError(f"Unknown Planetoid graph {name!r}; available: {sorted(PLANETOID_SHA256)}.")
     folder = data_root(root) / "planetoid"
-    files = {p: RemoteFile(f"ind.{name}.{p}", f"{PLANETOID_URL}ind.{name}.{p}", PLANETOID_SHA256[name][p]) for p in _PARTS}
+    files = {
+        p: RemoteFile(f"ind.{name}.{p}", f"{PLANETOID_URL}ind.{name}.{p}", PLANETOID_SHA256[name][p])
+        for p in _PARTS
+    }
     fetch_missing(folder, files, dataset=f"planetoid {name}", allow_download=download)
     if verify:
         for remote in files.values():
@@ -112,9 +120,11 @@ def load_planetoid(
     if test_index.min() < allx.shape[0]:
         raise DataError(f"planetoid {name}: test.index overlaps the allx nodes; the files are inconsistent.")
 
-    features = sp.lil_matrix((n, allx.shape[1]), dtype=np.float32)
-    features[: allx.shape[0]] = allx
-    features[test_index] = tx
+    node_of_row = np.concatenate([np.arange(allx.shape[0]), test_index])  # tx[k] is node test_index[k]
+    stacked = sp.vstack([allx, tx]).tocoo()
+    features = sp.csr_matrix(
+        (stacked.data.astype(np.float32), (node_of_row[stacked.row], stacked.col)), shape=(n, allx.shape[1])
+    )
     onehot = np.zeros((n, ally.shape[1]), dtype=np.float32)
     onehot[: ally.shape[0]] = ally
     onehot[test_index] = ty
@@ -128,7 +138,7 @@ def load_planetoid(
     test[test_index] = True
 
     data = GraphData(
-        x=torch.from_numpy(binarize_row_normalize(features.tocsr())),
+        x=torch.from_numpy(binarize_row_normalize(features)),
         y=torch.from_numpy(labels),
         edge_index=adjacency_to_edge_index(_graph_adjacency(graph, n, folder / files["graph"].name)),
         num_classes=int(ally.shape[1]),

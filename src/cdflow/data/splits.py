@@ -57,7 +57,9 @@ def stratified_split(
     return masks[0], masks[1], masks[2]
 
 
-def labelled_subset(labels: np.ndarray | torch.Tensor, mask: np.ndarray, per_class: int, seed: int) -> np.ndarray:
+def labelled_subset(
+    labels: np.ndarray | torch.Tensor, mask: np.ndarray, per_class: int, seed: int
+) -> np.ndarray:
     """Keep ``per_class`` points of each class among ``mask`` (chosen with ``np.random.default_rng(seed)``).
 
     Raises:

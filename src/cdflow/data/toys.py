@@ -32,10 +32,14 @@ def _two_classes(n_per_class: int) -> np.ndarray:
     return np.repeat(np.arange(2), n_per_class)
 
 
-def make_moons(n_per_class: int = 500, noise: float = 0.05, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+def make_moons(
+    n_per_class: int = 500, noise: float = 0.05, seed: int = 0
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Two interleaving half circles (scikit-learn ``make_moons``), class 0 = upper moon."""
     seed_int = int(np.random.default_rng(seed).integers(2**31 - 1))
-    points, labels = _sk_make_moons(n_samples=2 * n_per_class, noise=noise, shuffle=False, random_state=seed_int)
+    points, labels = _sk_make_moons(
+        n_samples=2 * n_per_class, noise=noise, shuffle=False, random_state=seed_int
+    )
     return _pack(points, labels)
 
 
@@ -51,7 +55,9 @@ def make_circles(
     return _pack(points, _two_classes(n_per_class))
 
 
-def make_spirals(n_per_class: int = 500, noise: float = 0.1, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+def make_spirals(
+    n_per_class: int = 500, noise: float = 0.1, seed: int = 0
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Two interleaved spirals ``r = +-(1 + t)``, ``t`` in ``[0, 2 pi]``."""
     rng = np.random.default_rng(seed)
     theta = np.linspace(0.0, 2.0 * np.pi, n_per_class)
@@ -64,7 +70,9 @@ def make_spirals(n_per_class: int = 500, noise: float = 0.1, seed: int = 0) -> t
 XOR_CENTRES = ((0.0, 0.0), (2.0, 2.0), (2.0, 0.0), (0.0, 2.0))
 
 
-def make_xor(n_per_disk: int = 100, diameter: float = 1.5, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+def make_xor(
+    n_per_disk: int = 100, diameter: float = 1.5, seed: int = 0
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Four uniform disks; (0,0) and (2,2) are class 0, (2,0) and (0,2) class 1."""
     rng = np.random.default_rng(seed)
     total = 4 * n_per_disk

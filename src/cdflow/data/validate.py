@@ -47,9 +47,14 @@ def check_labels(y: torch.Tensor, num_classes: int, name: str = "y", *, source: 
 
 
 def check_masks(
-    train_mask: torch.Tensor, val_mask: torch.Tensor, test_mask: torch.Tensor, num_nodes: int, *, source: str = ""
+    train_mask: torch.Tensor,
+    val_mask: torch.Tensor,
+    test_mask: torch.Tensor,
+    num_nodes: int,
+    *,
+    source: str = "",
 ) -> None:
-    """Raise DataError unless the masks are boolean, of length ``num_nodes``, disjoint, with training nodes."""
+    """Raise DataError unless the masks are bool ``[num_nodes]``, disjoint, with a training node."""
     where = f" (from {source})" if source else ""
     masks = {"train_mask": train_mask, "val_mask": val_mask, "test_mask": test_mask}
     for key, mask in masks.items():
@@ -69,13 +74,17 @@ def check_masks(
             raise DataError(f"{a} and {b}{where} overlap at rows {_rows(overlap)}; splits must be disjoint.")
 
 
-def check_transductive_batch(batch: dict[str, torch.Tensor | None], num_classes: int, *, source: str = "") -> None:
+def check_transductive_batch(
+    batch: dict[str, torch.Tensor | None], num_classes: int, *, source: str = ""
+) -> None:
     """Validate a full-batch dict: finite x, labels in range, masks, edge_index within ``0..N-1``."""
     x, y = batch["x"], batch["y"]
     assert x is not None and y is not None
     n = x.shape[0]
     if y.shape != (n,):
-        raise DataError(f"y{' (from ' + source + ')' if source else ''} has shape {tuple(y.shape)}, expected ({n},).")
+        raise DataError(
+            f"y{' (from ' + source + ')' if source else ''} has shape {tuple(y.shape)}, expected ({n},)."
+        )
     check_finite(x, "x", source=source)
     check_labels(y, num_classes, "y", source=source)
     check_masks(batch["train_mask"], batch["val_mask"], batch["test_mask"], n, source=source)  # type: ignore[arg-type]
@@ -94,4 +103,6 @@ def check_edge_index(edge_index: torch.Tensor, num_nodes: int, *, source: str = 
         )
     if edge_index.numel() and (int(edge_index.min()) < 0 or int(edge_index.max()) >= num_nodes):
         bad = ((edge_index < 0) | (edge_index >= num_nodes)).any(dim=0).nonzero().flatten()
-        raise DataError(f"edge_index{where} refers to nodes outside 0..{num_nodes - 1} in columns {_rows(bad)}.")
+        raise DataError(
+            f"edge_index{where} refers to nodes outside 0..{num_nodes - 1} in columns {_rows(bad)}."
+        )

@@ -1,0 +1,1 @@
+"""cdflow's benchmark suite (`make bench`)."""

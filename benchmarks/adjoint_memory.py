@@ -1,0 +1,64 @@
+"""Adjoint memory: backprop through the solver vs backsolve adjoint vs seminorm adjoint, T ∈ {1,…,16}.
+
+Backprop stores every stage of every step, so its memory grows with the number of steps (∝ T here);
+the adjoint stores only x(T) and re-solves backwards, so its memory should stay flat. The seminorm
+(Kidger et al. 2021) drops the parameter-gradient channels from the adjoint's error norm: fewer backward
+steps for the same gradient.
+"""
+
+from __future__ import annotations
+
+import gc
+
+import torch
+
+from benchmarks.common import MEMORY_METHOD, Row, interleaved_times, median_spread, peak_memory_mib
+from cdflow import ContinuousDepth, Convection, MLPVelocity, SolverSpec
+
+VARIANTS = {
+    "backprop": {"adjoint": "none"},
+    "backsolve": {"adjoint": "backsolve"},
+    "seminorm": {"adjoint": "backsolve", "seminorm": True},
+}
+
+
+def run(quick: bool, device: torch.device, batch: int = 256, width: int = 64) -> list[Row]:
+    depths = (1.0, 4.0, 16.0) if quick else (1.0, 2.0, 4.0, 8.0, 16.0)
+    repeats, warmup = (3, 1) if quick else (10, 2)
+    torch.manual_seed(0)
+    v = MLPVelocity(width, width=width, depth=2, activation="tanh").to(device)
+    x = torch.randn(batch, width, device=device)
+    rows: list[Row] = []
+    mem: dict[str, dict[float, float]] = {k: {} for k in VARIANTS}
+    nfe_b: dict[str, dict[float, int]] = {k: {} for k in VARIANTS}
+    for t1 in depths:
+        blocks = {k: ContinuousDepth([Convection(v)], SolverSpec(method="dopri5", rtol=1e-3, atol=1e-4, t1=t1, **kw))
+                  for k, kw in VARIANTS.items()}
+
+        def step(block):
+            v.zero_grad(set_to_none=True)
+            block(x).pow(2).mean().backward()
+
+        times = interleaved_times({k: (lambda b=b: step(b)) for k, b in blocks.items()}, repeats, warmup, device)
+        for name, block in blocks.items():
+            gc.collect()
+            mem[name][t1] = peak_memory_mib(lambda b=block: step(b), device)
+            nfe_b[name][t1] = block.stats.nfe_backward
+            med, spread = median_spread(times[name])
+            rows.append(Row("adjoint_memory", f"{name} T={t1:g}", "peak memory", mem[name][t1], "MiB",
+                            extra={"time_ms": med * 1e3, "time_spread_ms": spread * 1e3,
+                                   "nfe_forward": block.stats.nfe_forward, "nfe_backward": block.stats.nfe_backward,
+                                   "memory_method": MEMORY_METHOD[device.type]}))
+    lo, hi = depths[0], depths[-1]
+    for name in ("backsolve", "seminorm"):
+        growth = mem[name][hi] / max(mem[name][lo], 1e-9)
+        rows.append(Row("adjoint_memory", f"{name} growth T={lo:g}→{hi:g}", "memory ratio", growth, "x",
+                        goal="≤ 1.2", met=growth <= 1.2))
+    growth_bp = mem["backprop"][hi] / max(mem["backprop"][lo], 1e-9)
+    rows.append(Row("adjoint_memory", f"backprop growth T={lo:g}→{hi:g}", "memory ratio", growth_bp, "x",
+                    goal="grows (> adjoint's)", met=growth_bp > max(
+                        mem["backsolve"][hi] / max(mem["backsolve"][lo], 1e-9), 1.2)))
+    cut = 1 - sum(nfe_b["seminorm"].values()) / max(sum(nfe_b["backsolve"].values()), 1)
+    rows.append(Row("adjoint_memory", "seminorm vs backsolve, all T", "backward NFE cut", 100 * cut, "%",
+                    goal="> 0", met=cut > 0, extra={"backsolve": nfe_b["backsolve"], "seminorm": nfe_b["seminorm"]}))
+    return rows
