@@ -118,6 +118,10 @@ def _as_time(t: float | Tensor, name: str) -> float | Tensor:
     return t
 
 
+def _tval(t: float | Tensor) -> float:
+    return float(t.detach()) if isinstance(t, Tensor) else float(t)
+
+
 def _check_steps(n_steps: object, name: str = "n_steps") -> int:
     if isinstance(n_steps, bool) or not isinstance(n_steps, int) or n_steps < 1:
         raise ConfigError(f"{name} must be an int ≥ 1, got {n_steps!r}")
@@ -194,7 +198,8 @@ def expm_action_krylov(
     `check_every` iterations from `m_min` on; stops when it is ≤ tol·‖x_c‖ for every column (tol default
     1e-10 in float64, 1e-5 otherwise). If m_max is reached first, the largest step t/2^p that meets the
     (proportionally reduced) tolerance is taken with the same basis and the rest of the interval is
-    restarted (at most `max_substeps` substeps, else SolverError). Full reorthogonalisation when `reorth`.
+    restarted (at most `max_substeps` substeps, else SolverError). Full reorthogonalisation when `reorth`
+    (its correction, zero in exact arithmetic, is kept out of autograd so memory stays O(m·N·C)).
     Lucky breakdowns (invariant subspace, e.g. m ≥ N) are exact and handled. Differentiable w.r.t. x, t
     and L's values by autograd through the iteration.
     """
@@ -208,7 +213,7 @@ def expm_action_krylov(
     if not tol > 0:
         raise ConfigError(f"tol must be > 0, got {tol}")
     stats = DiffusionStats()
-    if float(t) == 0.0 or x2.shape[0] == 0:
+    if _tval(t) == 0.0 or x2.shape[0] == 0:
         return _finish(x2 * 1.0, was_1d), stats
     n = x2.shape[0]
     m_cap = min(m_max, n)
@@ -244,9 +249,10 @@ def _lanczos_step(
     beta0 = v.norm(dim=0)
     live = beta0 > 0
     basis = [_safe_div(v, beta0, live)]
+    frozen = [basis[0].detach()]  # same storage, no autograd: used for reorthogonalisation only
     alphas: list[Tensor] = []
     betas: list[Tensor] = []
-    tv = float(t)
+    tv = _tval(t)
     for j in range(1, m_cap + 1):
         w = _matmul(l_mat, basis[-1])
         stats.products += 1
@@ -255,14 +261,20 @@ def _lanczos_step(
         if j > 1:
             w = w - betas[-1] * basis[-2]
         if reorth:
-            vb = torch.stack(basis)
-            w = w - torch.einsum("knc,kc->nc", vb, torch.einsum("knc,nc->kc", vb, w))
+            # Classical Gram–Schmidt against the whole basis. The correction vanishes in exact arithmetic,
+            # so it is applied as a constant (no autograd): memory O(m·N·C) instead of O(m²·N·C).
+            with torch.no_grad():
+                corr = torch.zeros_like(w)
+                for q in frozen:
+                    corr.add_(q * (q * w).sum(dim=0))
+            w = w - corr
         beta = w.norm(dim=0)
-        scale = alpha.abs() + (betas[-1] if betas else 0.0)
-        ok = live & (beta > 100 * eps * scale)
+        scale = alpha.detach().abs() + (betas[-1].detach() if betas else 0.0)
+        ok = live & (beta.detach() > 100 * eps * scale)
         beta = torch.where(ok, beta, torch.zeros_like(beta))
         alphas.append(alpha)
         basis.append(_safe_div(w, beta, ok))
+        frozen.append(basis[-1].detach())
         broke = not bool(ok.any())
         if not (broke or j == m_cap or (j >= m_min and j % check_every == 0)):
             betas.append(beta)
@@ -271,12 +283,14 @@ def _lanczos_step(
         fracs = [remaining] if (broke or j < m_cap) else [remaining * 0.5**p for p in range(40)]
         for frac in fracs:
             coef, phi_last = _krylov_coeffs(t_mat, frac * t)
-            est = (beta * frac * tv * phi_last.detach().abs()).max()
+            est = (beta.detach() * frac * tv * phi_last.detach().abs()).max()
             if broke or float(est) <= tol * frac:
                 stats.krylov_dim = max(stats.krylov_dim, j)
                 stats.error_estimate = max(stats.error_estimate, float(est))
-                y = torch.einsum("knc,ck->nc", torch.stack(basis[:j]), coef) * beta0
-                return y, frac
+                y = basis[0] * coef[:, 0]
+                for k in range(1, j):
+                    y = y + basis[k] * coef[:, k]
+                return y * beta0, frac
         betas.append(beta)
     raise SolverError(
         f"Krylov exp(−tL)x did not reach tol={tol:g} even for a step t/2^39 with m={m_cap}; L may be "
@@ -292,7 +306,7 @@ class _BesselIve(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, a: Tensor, degree: int) -> Tensor:  # type: ignore[override]
-        vals = ive(np.arange(degree + 2), float(a))
+        vals = ive(np.arange(degree + 2), _tval(a))
         full = torch.as_tensor(vals, dtype=a.dtype, device=a.device)
         ctx.save_for_backward(full)
         return full[: degree + 1]
@@ -301,7 +315,7 @@ class _BesselIve(torch.autograd.Function):
     def backward(ctx, grad: Tensor) -> tuple[Tensor, None]:  # type: ignore[override]
         (full,) = ctx.saved_tensors
         prev = torch.cat([full[1:2], full[:-2]])  # c_{k−1}, with c_{−1} = c_1
-        deriv = 0.5 * (prev + full[2:]) - full[:-1]
+        deriv = 0.5 * (prev + full[1:]) - full[:-1]
         return (grad * deriv).sum().reshape(()), None
 
 
@@ -347,9 +361,9 @@ def expm_action_chebyshev(
         lam_max = spectral_bound(l_mat).upper
     if not (isinstance(lam_max, (int, float)) and math.isfinite(lam_max) and lam_max >= 0):
         raise ConfigError(f"lam_max must be a finite float ≥ 0 (an upper bound on λ_max), got {lam_max!r}")
-    if float(t) == 0.0 or lam_max == 0.0:
+    if _tval(t) == 0.0 or lam_max == 0.0:
         return _finish(x2 * 1.0, was_1d), stats
-    a_val = float(t) * lam_max / 2.0
+    a_val = _tval(t) * lam_max / 2.0
     if degree is None:
         tol = _default_tol(x2.dtype) if tol is None else float(tol)
         if not tol > 0:
@@ -437,7 +451,7 @@ class _ImplicitSolve(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, b, tau, l_mat, tol, max_iter, stats):  # type: ignore[override]
-        tau_f = float(tau)
+        tau_f = _tval(tau)
         y = _cg(l_mat, tau_f, b, tol, max_iter, stats, backward=False)
         ctx.save_for_backward(y, tau, l_mat)
         ctx.opts = (tau_f, tol, max_iter, stats)

@@ -10,6 +10,7 @@ sum 1 (all-zero rows stay zero).
 from __future__ import annotations
 
 import os
+import zipfile
 from dataclasses import dataclass
 from typing import Literal
 
@@ -129,7 +130,7 @@ def load_npz_graph(path: str | os.PathLike[str], name: str | None = None, *, lcc
     try:
         with np.load(path, allow_pickle=False) as loaded:
             npz = {k: loaded[k] for k in loaded.files}
-    except (OSError, ValueError) as exc:
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as exc:
         raise DataError(
             f"Cannot read {path} as a .npz file ({exc}). Delete it and download it again."
         ) from exc

@@ -129,7 +129,7 @@ def parse_idx(data: bytes, *, name: str = "<bytes>") -> np.ndarray:
     if body > expected:
         raise DataError(f"{name} has {body - expected} unexpected trailing bytes after {dims} values.")
     array = np.frombuffer(data, dtype=dtype, count=expected // dtype.itemsize, offset=header).reshape(dims)
-    return array.astype(dtype.newbyteorder("="), copy=False)
+    return array.astype(dtype.newbyteorder("="), copy=True)  # native byte order, writable
 
 
 def read_idx(path: str | os.PathLike[str]) -> np.ndarray:

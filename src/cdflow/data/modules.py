@@ -20,7 +20,7 @@ from cdflow.data.idx import MNISTKind, load_mnist
 from cdflow.data.planetoid import load_planetoid
 from cdflow.data.splits import SplitData, labelled_subset, split_with_labels
 from cdflow.data.toys import TOYS, ToyName, make_toy
-from cdflow.data.validate import check_labels
+from cdflow.data.validate import check_finite, check_labels
 from cdflow.errors import ConfigError
 
 #: (num_features, num_classes) of the graphs, for metadata before setup (checked in setup).
@@ -105,15 +105,28 @@ class _SplitDataModule(CdflowDataModule):
 
     split: SplitData | None = None
 
-    def load_split(self) -> SplitData:
-        """Build the points and their split."""
+    def load_points(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """Return all points ``x [N, F]`` and labels ``y [N]``."""
         raise NotImplementedError
 
     def setup(self, stage: str | None = None) -> None:
-        """Build the split once; then the full dict (transductive) or the three datasets (inductive)."""
+        """Validate the points, split them once (seeded), then build the full dict (transductive) or the
+        three ``(x, y)`` datasets (inductive)."""
         if self.split is not None:
             return
-        split = self.load_split()
+        x, y = self.load_points()
+        source = type(self).__name__
+        check_finite(x, "x", source=source)
+        check_labels(y, self.num_classes, "y", source=source)
+        hp = self.hparams
+        split = split_with_labels(
+            x,
+            y,
+            hp.seed,
+            val_fraction=hp.val_fraction,
+            test_fraction=hp.test_fraction,
+            labels_per_class=hp.labels_per_class,
+        )
         x = split.x.reshape(split.x.shape[0], *self.input_shape)
         if self.transductive:
             self.set_batch(split_batch(split, x=x))
@@ -155,18 +168,9 @@ class DigitsDataModule(_SplitDataModule):
         self.num_features, self.num_classes = 64, 10
         self.input_shape = (64,) if flatten else (1, 8, 8)
 
-    def load_split(self) -> SplitData:
-        """Digits with the seeded split."""
-        hp = self.hparams
-        x, y = load_digits_arrays()
-        return split_with_labels(
-            x,
-            y,
-            hp.seed,
-            val_fraction=hp.val_fraction,
-            test_fraction=hp.test_fraction,
-            labels_per_class=hp.labels_per_class,
-        )
+    def load_points(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """All 1,797 digits."""
+        return load_digits_arrays()
 
 
 class ToyDataModule(_SplitDataModule):
@@ -197,18 +201,9 @@ class ToyDataModule(_SplitDataModule):
         self.save_hyperparameters()
         self.num_features, self.num_classes, self.input_shape = 2, 2, (2,)
 
-    def load_split(self) -> SplitData:
-        """The toy points with the seeded split."""
-        hp = self.hparams
-        x, y = make_toy(hp.name, seed=hp.seed)
-        return split_with_labels(
-            x,
-            y,
-            hp.seed,
-            val_fraction=hp.val_fraction,
-            test_fraction=hp.test_fraction,
-            labels_per_class=hp.labels_per_class,
-        )
+    def load_points(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """The toy points (seeded)."""
+        return make_toy(self.hparams.name, seed=self.hparams.seed)
 
 
 class _ImageDataset(Dataset):

@@ -9,6 +9,7 @@ with a message that lists exactly which files to put into which folder.
 from __future__ import annotations
 
 import hashlib
+import http.client
 import os
 import shutil
 import tempfile
@@ -49,10 +50,10 @@ def data_root(root: str | os.PathLike[str] | None = None) -> Path:
                 f"(in this project: `export {ENV_VAR}=../shared/data`)."
             )
         root, source = env, f"${ENV_VAR}"
-    path = Path(root).expanduser()
+    path = Path(root).expanduser().absolute()
     if not path.is_dir():
         raise DataError(
-            f"Data folder {path.absolute()} (from {source}) does not exist or is not a folder. "
+            f"Data folder {path} (from {source}) does not exist or is not a folder. "
             f"Pass an existing folder as `root=` or fix {ENV_VAR}."
         )
     return path
@@ -107,7 +108,7 @@ def download(
             with tempfile.NamedTemporaryFile(dir=dest.parent, prefix=f".{dest.name}.", delete=False) as tmp:
                 tmp_name = tmp.name
                 shutil.copyfileobj(response, tmp, _CHUNK)
-    except (urllib.error.URLError, OSError, ValueError) as exc:
+    except (urllib.error.URLError, http.client.HTTPException, OSError, ValueError) as exc:
         if tmp_name is not None:
             Path(tmp_name).unlink(missing_ok=True)
         raise DataError(

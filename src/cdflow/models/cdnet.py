@@ -1,0 +1,145 @@
+"""A general convection–diffusion network whose depth is one continuous solve:
+
+    z(0) = encoder(x),   dz = [ v_θ(z, t) − γ L z ] dt + ς dW,   logits = head(z(T))
+
+Diffusion is chosen by a `DiffusionSpec`: none, graph (in the drift, by explicit steps, or by a stable
+Lie/Strang split), or SDE noise (Feynman–Kac averaged at evaluation).
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor, nn
+
+from cdflow.models.diffusion_spec import DiffusionSpec
+from cdflow.noise import NoiseDiffusion
+from cdflow.sde import check_sde, derive_seed, mean_field_spec, sample_paths, solve_sde
+from cdflow.models.graph_source import GraphSpec, LaplacianCache
+from cdflow.solve import solve
+from cdflow.solvers import SolverSpec
+from cdflow.splitting import DiffusionStats, split_solve
+from cdflow.stats import SolveStats
+from cdflow.terms import Convection, Drift, GraphDiffusion
+from cdflow.velocity import MLPVelocity
+
+
+class ConvectionDiffusionNet(nn.Module):
+    """encoder → convection–diffusion solve over [0, T] → linear head; returns log-softmax scores.
+
+    After each call `self.stats` holds the convection solve's `SolveStats` (summed over the split's
+    sub-solves) and `self.diffusion_stats` the Laplacian products of explicit/split diffusion.
+    """
+
+    def __init__(
+        self,
+        in_features: int,
+        num_classes: int,
+        hidden: int = 64,
+        width: int = 64,
+        depth: int = 2,
+        activation: str = "tanh",
+        solver: SolverSpec | None = None,
+        diffusion: DiffusionSpec | None = None,
+        graph: GraphSpec | None = None,
+        dropout: float = 0.0,
+        seed: int = 0,
+    ) -> None:
+        super().__init__()
+        self.solver = solver or SolverSpec()
+        self.diffusion = diffusion or DiffusionSpec()
+        self.encoder = nn.Sequential(nn.Dropout(dropout), nn.Linear(in_features, hidden), nn.Tanh())
+        self.velocity = MLPVelocity(hidden, width=width, depth=depth, activation=activation)
+        self.head = nn.Linear(hidden, num_classes)
+        self.laplacian = LaplacianCache(graph or GraphSpec(source="knn"))
+        self.graph_term: GraphDiffusion | None = None
+        self.convection = Drift([Convection(self.velocity)])
+        kind, integ = self.diffusion.kind, self.diffusion.integrator
+        if kind == "graph" and integ == "drift":
+            self.graph_term = GraphDiffusion(None, self.diffusion.gamma, learnable=self.diffusion.learnable)
+            self.drift = Drift([Convection(self.velocity), self.graph_term])
+        else:
+            self.drift = self.convection
+        if kind == "graph" and integ != "drift" and self.diffusion.learnable:
+            raw = torch.log(torch.expm1(torch.tensor(max(self.diffusion.gamma, 1e-6))))
+            self.raw_gamma = nn.Parameter(raw)
+        self.noise: NoiseDiffusion | None = None
+        self.seed = seed
+        if kind == "noise":
+            self.noise = NoiseDiffusion(self.diffusion.noise_type, self.diffusion.sigma, dim=hidden,
+                                        learnable=self.diffusion.learnable)
+            check_sde(self.solver, self.noise.noise_type)
+            self.mean_field_solver = mean_field_spec(self.solver)
+            self.register_buffer("sde_calls", torch.zeros((), dtype=torch.long))
+        else:
+            self.solver.check_ode()
+        self.last_uncertainty: Tensor | None = None
+        self._stats_parts: list[SolveStats] = []
+        self.diffusion_stats: DiffusionStats | None = None
+
+    @property
+    def stats(self) -> SolveStats | None:
+        """Statistics of the last call, summed over its solves (read after backward for nfe_backward)."""
+        if not self._stats_parts:
+            return None
+        total = self._stats_parts[0]
+        for part in self._stats_parts[1:]:
+            total = total.merge(part)
+        return total
+
+    def gamma(self) -> Tensor | float:
+        if hasattr(self, "raw_gamma"):
+            return nn.functional.softplus(self.raw_gamma)
+        return self.diffusion.gamma
+
+    def forward(self, x: Tensor, edge_index: Tensor | None = None) -> Tensor:
+        z = self.encoder(x)
+        kind, integ = self.diffusion.kind, self.diffusion.integrator
+        if kind == "noise":
+            return self._noisy(z)
+        if kind == "none" or integ == "drift":
+            if self.graph_term is not None:
+                self.graph_term.set_laplacian(self.laplacian(x, edge_index))
+            sol = solve(self.drift, z, self.solver)
+            z, self._stats_parts = sol.y_final, [sol.stats]
+        else:
+            z = self._split(z, self.laplacian(x, edge_index))
+        return torch.log_softmax(self.head(z), dim=-1)
+
+    def _noisy(self, z: Tensor) -> Tensor:
+        """Training: one path per call. Evaluation: Feynman–Kac u(x) = E softmax(head(X_T)) over n_samples
+        paths (or the mean-field ODE with `diffusion.mean_field`); the per-sample std of the class
+        probabilities across paths is kept in `last_uncertainty`."""
+        self.last_uncertainty = None
+        if self.training:
+            entropy = derive_seed(self.seed, 0, int(self.sde_calls))
+            self.sde_calls += 1
+            sol = solve_sde(self.convection, self.noise, z, self.solver, seed=entropy)
+            self._stats_parts = [sol.stats]
+            return torch.log_softmax(self.head(sol.y_final), dim=-1)
+        if self.diffusion.mean_field:
+            sol = solve(self.convection, z, self.mean_field_solver)
+            self._stats_parts = [sol.stats]
+            return torch.log_softmax(self.head(sol.y_final), dim=-1)
+        ys, stats = sample_paths(self.convection, self.noise, z, self.solver, self.diffusion.n_samples,
+                                 seed=derive_seed(self.seed, 1))
+        self._stats_parts = [stats]
+        probs = torch.softmax(self.head(ys[-1]), dim=-1)  # [n_samples, B, C]
+        if probs.shape[0] > 1:
+            self.last_uncertainty = probs.std(dim=0)
+        return torch.log(probs.mean(dim=0).clamp_min(1e-12))
+
+    def _split(self, z: Tensor, lap: Tensor) -> Tensor:
+        spec, diff = self.solver, self.diffusion
+        parts: list[SolveStats] = []
+
+        def convect(x: Tensor, ta: float, tb: float) -> Tensor:
+            sol = solve(self.convection, x, spec, ts=torch.tensor([ta, tb], dtype=x.dtype, device=x.device))
+            parts.append(sol.stats)
+            return sol.y_final
+
+        method = "explicit" if diff.integrator == "explicit" else diff.method
+        scheme = "lie" if diff.integrator == "explicit" else diff.scheme
+        z, self.diffusion_stats = split_solve(convect, z, lap, self.gamma(), 0.0, spec.t1, diff.n_steps,
+                                              scheme=scheme, diffusion=method)
+        self._stats_parts = parts
+        return z

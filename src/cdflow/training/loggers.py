@@ -1,0 +1,109 @@
+"""Experiment logging: Weights & Biases by default (offline without an API key), CSV as the fallback.
+
+`make_logger` starts the W&B run at once, so a W&B that cannot start (not installed, bad settings, no
+credentials for online mode) is noticed before training and replaced by a `CSVLogger` in the same run
+directory, with a one-line warning: no run is lost.
+"""
+
+from __future__ import annotations
+
+import logging
+import netrc
+import os
+from pathlib import Path
+
+from lightning.pytorch.loggers import CSVLogger, Logger
+
+log = logging.getLogger(__name__)
+
+WANDB_HOST = "api.wandb.ai"
+
+
+def _has_wandb_credentials() -> bool:
+    """An API key in ``WANDB_API_KEY`` or in ``~/.netrc`` (what ``wandb login`` writes)."""
+    if os.environ.get("WANDB_API_KEY"):
+        return True
+    try:
+        return netrc.netrc().authenticators(WANDB_HOST) is not None
+    except (OSError, netrc.NetrcParseError):
+        return False
+
+
+def wandb_mode() -> str:
+    """``WANDB_MODE`` if set (``online``, ``offline``, ``disabled``), else online with credentials, else offline."""
+    mode = os.environ.get("WANDB_MODE", "").strip().lower()
+    if mode == "dryrun":
+        return "offline"
+    if mode:
+        return mode
+    return "online" if _has_wandb_credentials() else "offline"
+
+
+def csv_logger(save_dir: str | Path) -> CSVLogger:
+    """Metrics as ``<save_dir>/csv/version_<n>/metrics.csv`` (hyper-parameters in ``hparams.yaml``)."""
+    return CSVLogger(save_dir=str(save_dir), name="csv")
+
+
+def make_logger(
+    save_dir: str | Path,
+    project: str = "cdflow",
+    name: str | None = None,
+    entity: str | None = None,
+    group: str | None = None,
+    tags: list[str] | None = None,
+) -> Logger:
+    """A started `WandbLogger` writing under ``<save_dir>/wandb``, or a `CSVLogger` if W&B is off or fails.
+
+    W&B is off with ``WANDB_MODE=disabled``. Checkpoints are never uploaded (``log_model=False``); the run
+    name defaults to the run directory's name.
+    """
+    save_dir = Path(save_dir)
+    mode = wandb_mode()
+    if mode == "disabled":
+        log.info("W&B disabled (WANDB_MODE=disabled): logging to CSV under %s", save_dir / "csv")
+        return csv_logger(save_dir)
+    try:
+        from lightning.pytorch.loggers import WandbLogger
+
+        save_dir.mkdir(parents=True, exist_ok=True)
+        logger = WandbLogger(
+            project=project, name=name or save_dir.resolve().name, save_dir=str(save_dir), log_model=False,
+            entity=entity, group=group, tags=tags or None, mode=mode,
+        )
+        logger.experiment  # noqa: B018 — start the run now, so that a failure falls back before training
+        return logger
+    except Exception as err:  # noqa: BLE001 — any failure to start W&B must not cost the run
+        reason = " ".join(f"{type(err).__name__}: {err}".split())[:300]
+        log.warning("W&B could not start (%s); logging to CSV under %s instead", reason, save_dir / "csv")
+        return csv_logger(save_dir)
+
+
+def finish_wandb(loggers: list[Logger] | None = None) -> None:
+    """Finish the W&B run of these loggers (or the current run), writing its summary and files."""
+    try:
+        import wandb
+    except ImportError:
+        return
+    from lightning.pytorch.loggers import WandbLogger
+
+    for logger in loggers or []:
+        if isinstance(logger, WandbLogger) and logger._experiment is not None:
+            logger.experiment.finish()
+    if wandb.run is not None:
+        wandb.finish()
+
+
+def describe_logger(logger: Logger) -> str:
+    """Where a logger's files are, and for offline W&B how to upload them."""
+    from lightning.pytorch.loggers import WandbLogger
+
+    if isinstance(logger, WandbLogger) and logger._experiment is not None:
+        run = logger.experiment
+        run_dir = Path(getattr(run, "dir", "") or ".").parent
+        if getattr(run, "offline", False) or getattr(getattr(run, "settings", None), "mode", "") == "offline":
+            return f"W&B offline run {run_dir} (upload: wandb sync {run_dir})"
+        url = getattr(run, "url", None)
+        return f"W&B run {url or run_dir} (files: {run_dir})"
+    if isinstance(logger, CSVLogger):
+        return f"CSV metrics {Path(logger.log_dir) / 'metrics.csv'}"
+    return f"{type(logger).__name__} in {logger.log_dir or logger.save_dir}"

@@ -1,0 +1,194 @@
+"""`ContinuousDepthClassifier`: the LightningModule that trains any continuous-depth classifier.
+
+Batches follow the two conventions of :mod:`cdflow.data.base`: inductive mini-batches ``(x, y)``, or one
+transductive full batch ``{"x", "y", "train_mask", "val_mask", "test_mask", "edge_index"}`` per stage, where
+each stage scores only the nodes of its own mask.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import inspect
+import warnings
+from typing import Any
+
+import lightning as L
+import torch.nn.functional as F
+from torch import Tensor, nn
+from torchmetrics.classification import MulticlassAccuracy
+
+from cdflow.errors import ConfigError
+from cdflow.solvers import SolverSpec
+from cdflow.training.networks import ActivationName, EncoderKind, VelocityKind, build_classifier
+from cdflow.training.optim import OptimizerName, SchedulerName, build_optimizer, build_scheduler
+from cdflow.training.stats import solve_stats
+
+_MASKS = {"train": "train_mask", "val": "val_mask", "test": "test_mask"}
+
+
+class ContinuousDepthClassifier(L.LightningModule):
+    """Cross-entropy classification with a continuous-depth network, and its solver statistics.
+
+    The network is, by default, encoder → `ContinuousDepth` → head (see
+    :func:`cdflow.training.networks.build_classifier`). To train another network, either pass it as
+    ``model`` (any ``nn.Module`` mapping ``x`` to logits; from the CLI: ``--model.model
+    some.module.Class --model.model.init_args...``) or subclass and override :meth:`build_model`. A
+    network that needs the graph declares an ``edge_index`` keyword in its ``forward``; it then receives
+    the batch's ``edge_index`` (``None`` for mini-batches).
+
+    Logged: ``{train,val,test}/loss`` and ``/acc``; after every training step ``train/nfe_forward``,
+    ``train/steps`` (and ``train/steps_rejected`` for adaptive methods), and after its backward pass
+    ``train/nfe_backward``, summed over all blocks exposing ``.stats``; ``val/nfe_forward`` and
+    ``test/nfe_forward`` per epoch.
+
+    Args:
+        num_classes: number of classes (linked from the DataModule by the CLI).
+        input_shape: one example's shape (linked from the DataModule); an int means ``(input_shape,)``.
+        encoder, hidden, velocity, width, depth, activation, time_input, dropout: the default network
+            (see :func:`~cdflow.training.networks.build_classifier`); ignored when ``model`` is given.
+        solver: how every default block integrates over depth (all `SolverSpec` fields are flags:
+            ``--model.solver.method rk4 --model.solver.step_size 0.1``).
+        optimizer: ``adam``, ``adamw`` or ``sgd``.
+        lr, weight_decay, momentum: optimiser settings (momentum: SGD only).
+        scheduler: ``none``, ``multistep`` (× `lr_gamma` at each epoch of `milestones`) or ``cosine``
+            (to 0 over ``trainer.max_epochs``).
+        milestones, lr_gamma: the multistep schedule.
+        label_smoothing: cross-entropy label smoothing.
+        model: a ready network replacing the default one.
+    """
+
+    def __init__(
+        self,
+        num_classes: int,
+        input_shape: int | tuple[int, ...] | None = None,
+        encoder: EncoderKind = "linear",
+        hidden: int = 64,
+        velocity: VelocityKind = "mlp",
+        width: int = 64,
+        depth: int = 2,
+        activation: ActivationName = "tanh",
+        time_input: bool = True,
+        dropout: float = 0.0,
+        solver: SolverSpec = SolverSpec(),  # noqa: B008 — a frozen-in-practice config value, copied below
+        optimizer: OptimizerName = "adam",
+        lr: float = 1e-3,
+        weight_decay: float = 0.0,
+        momentum: float = 0.9,
+        scheduler: SchedulerName = "none",
+        milestones: list[int] | None = None,
+        lr_gamma: float = 0.1,
+        label_smoothing: float = 0.0,
+        model: nn.Module | None = None,
+    ) -> None:
+        super().__init__()
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message=".*is an instance of `nn.Module`.*")
+            self.save_hyperparameters()
+        if isinstance(self.hparams.get("model"), nn.Module):
+            # A network passed from Python: its weights are in the state dict, its constructor is unknown.
+            self.save_hyperparameters(ignore=["model"])
+        if isinstance(solver, dict):  # hyper-parameters restored from a checkpoint
+            solver = SolverSpec(**solver)
+        self.num_classes = int(num_classes)
+        self.input_shape = (input_shape,) if isinstance(input_shape, int) else (
+            tuple(input_shape) if input_shape is not None else None
+        )
+        self.solver = dataclasses.replace(solver)  # own copy: the blocks share it, the caller may reuse theirs
+        self.net_config: dict[str, Any] = {
+            "encoder": encoder, "hidden": hidden, "velocity": velocity, "width": width, "depth": depth,
+            "activation": activation, "time_input": time_input, "dropout": dropout,
+        }
+        self.optim_config: dict[str, Any] = {
+            "name": optimizer, "lr": lr, "weight_decay": weight_decay, "momentum": momentum,
+            "scheduler": scheduler, "milestones": list(milestones or ()), "lr_gamma": lr_gamma,
+        }
+        self.label_smoothing = label_smoothing
+        self.net = model if model is not None else self.build_model()
+        self._wants_edges = "edge_index" in inspect.signature(self.net.forward).parameters
+        self.train_acc = MulticlassAccuracy(num_classes=self.num_classes, average="micro")
+        self.val_acc = MulticlassAccuracy(num_classes=self.num_classes, average="micro")
+        self.test_acc = MulticlassAccuracy(num_classes=self.num_classes, average="micro")
+
+    # -- network ----------------------------------------------------------------------------------------
+    def build_model(self) -> nn.Module:
+        """The default network from the constructor arguments; override in a subclass to build another."""
+        if self.input_shape is None:
+            raise ConfigError("input_shape is required to build the default network (or pass model=...)")
+        return build_classifier(self.input_shape, self.num_classes, self.solver, **self.net_config)
+
+    def forward(self, x: Tensor, edge_index: Tensor | None = None) -> Tensor:
+        """Logits of every row of `x` (the graph goes to networks whose forward takes ``edge_index``)."""
+        if self._wants_edges:
+            return self.net(x, edge_index=edge_index)
+        return self.net(x)
+
+    # -- steps ------------------------------------------------------------------------------------------
+    def _logits_targets(self, batch: Any, stage: str) -> tuple[Tensor, Tensor]:
+        """(logits, labels) of the examples this stage scores."""
+        if isinstance(batch, dict):
+            logits = self(batch["x"], batch.get("edge_index"))
+            mask = batch[_MASKS[stage]]
+            return logits[mask], batch["y"][mask]
+        x, y = batch[0], batch[1]
+        return self(x), y
+
+    def _log_forward_stats(self, stage: str, on_step: bool) -> None:
+        stats = solve_stats(self.net)
+        if stats is None:
+            return
+        opts = {"on_step": on_step, "on_epoch": not on_step, "batch_size": 1}
+        self.log(f"{stage}/nfe_forward", float(stats.nfe_forward), prog_bar=stage == "train", **opts)
+        if stage == "train":
+            self.log("train/steps", float(stats.steps), **opts)
+            if stats.steps_rejected is not None:
+                self.log("train/steps_rejected", float(stats.steps_rejected), **opts)
+
+    def training_step(self, batch: Any, batch_idx: int) -> Tensor:
+        logits, y = self._logits_targets(batch, "train")
+        loss = F.cross_entropy(logits, y, label_smoothing=self.label_smoothing)
+        n = int(y.shape[0])
+        self.train_acc(logits.detach(), y)
+        self.log("train/loss", loss, prog_bar=True, on_step=True, on_epoch=False, batch_size=n)
+        self.log("train/acc", self.train_acc, on_step=False, on_epoch=True, batch_size=n)
+        self._log_forward_stats("train", on_step=True)
+        return loss
+
+    def on_after_backward(self) -> None:
+        """Log the backward pass's vector–Jacobian products (known only once backward has run)."""
+        stats = solve_stats(self.net)
+        if stats is not None:
+            self.log("train/nfe_backward", float(stats.nfe_backward), prog_bar=True, on_step=True, on_epoch=False,
+                     batch_size=1)
+
+    def _eval_step(self, batch: Any, stage: str) -> dict[str, Tensor]:
+        logits, y = self._logits_targets(batch, stage)
+        loss = F.cross_entropy(logits, y)
+        metric = self.val_acc if stage == "val" else self.test_acc
+        metric(logits, y)
+        n = int(y.shape[0])
+        self.log(f"{stage}/loss", loss, on_step=False, on_epoch=True, batch_size=n)
+        self.log(f"{stage}/acc", metric, on_step=False, on_epoch=True, prog_bar=stage == "val", batch_size=n)
+        self._log_forward_stats(stage, on_step=False)
+        return {"loss": loss, "preds": logits.argmax(dim=-1), "target": y}
+
+    def validation_step(self, batch: Any, batch_idx: int) -> dict[str, Tensor]:
+        return self._eval_step(batch, "val")
+
+    def test_step(self, batch: Any, batch_idx: int) -> dict[str, Tensor]:
+        """Test loss and accuracy; returns predictions and targets (for the confusion-matrix callback)."""
+        return self._eval_step(batch, "test")
+
+    def predict_step(self, batch: Any, batch_idx: int) -> dict[str, Tensor]:
+        """Logits and predicted classes of every example (every node of a full batch)."""
+        if isinstance(batch, dict):
+            logits = self(batch["x"], batch.get("edge_index"))
+        else:
+            logits = self(batch[0] if isinstance(batch, (tuple, list)) else batch)
+        return {"logits": logits, "preds": logits.argmax(dim=-1)}
+
+    # -- optimisation -----------------------------------------------------------------------------------
+    def configure_optimizers(self) -> Any:
+        cfg = self.optim_config
+        opt = build_optimizer(self.parameters(), cfg["name"], cfg["lr"], cfg["weight_decay"], cfg["momentum"])
+        sched = build_scheduler(opt, cfg["scheduler"], cfg["milestones"], cfg["lr_gamma"], self.trainer.max_epochs)
+        return opt if sched is None else {"optimizer": opt, "lr_scheduler": sched}

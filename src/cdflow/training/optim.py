@@ -1,0 +1,60 @@
+"""Optimiser and learning-rate schedule choices of the classifiers."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from typing import Any, Literal
+
+import torch
+from torch import nn
+
+from cdflow.errors import ConfigError
+
+OptimizerName = Literal["adam", "adamw", "sgd"]
+SchedulerName = Literal["none", "multistep", "cosine"]
+
+
+def build_optimizer(
+    params: Iterable[nn.Parameter], name: OptimizerName, lr: float, weight_decay: float = 0.0, momentum: float = 0.9
+) -> torch.optim.Optimizer:
+    """Adam, AdamW or SGD (with `momentum`, Nesterov off) over `params`."""
+    if not lr > 0:
+        raise ConfigError(f"lr must be > 0, got {lr}")
+    if weight_decay < 0:
+        raise ConfigError(f"weight_decay must be ≥ 0, got {weight_decay}")
+    if name == "adam":
+        return torch.optim.Adam(params, lr=lr, weight_decay=weight_decay)
+    if name == "adamw":
+        return torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay)
+    if name == "sgd":
+        return torch.optim.SGD(params, lr=lr, momentum=momentum, weight_decay=weight_decay)
+    raise ConfigError(f"unknown optimizer {name!r}; valid: adam, adamw, sgd")
+
+
+def build_scheduler(
+    optimizer: torch.optim.Optimizer,
+    name: SchedulerName,
+    milestones: Sequence[int] = (),
+    gamma: float = 0.1,
+    max_epochs: int | None = None,
+) -> dict[str, Any] | None:
+    """A per-epoch LR schedule as Lightning's ``lr_scheduler`` config, or ``None`` for ``name='none'``.
+
+    ``multistep`` multiplies the rate by `gamma` at each epoch in `milestones`; ``cosine`` anneals it to 0
+    over `max_epochs` epochs.
+    """
+    if name == "none":
+        return None
+    if name == "multistep":
+        if not milestones:
+            raise ConfigError("scheduler='multistep' needs milestones (epochs), e.g. --model.milestones [30,45]")
+        sched: torch.optim.lr_scheduler.LRScheduler = torch.optim.lr_scheduler.MultiStepLR(
+            optimizer, milestones=list(milestones), gamma=gamma
+        )
+    elif name == "cosine":
+        if max_epochs is None or max_epochs < 1:
+            raise ConfigError("scheduler='cosine' needs a finite trainer.max_epochs")
+        sched = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=max_epochs)
+    else:
+        raise ConfigError(f"unknown scheduler {name!r}; valid: none, multistep, cosine")
+    return {"scheduler": sched, "interval": "epoch"}
