@@ -47,3 +47,6 @@ train: install  ## train the default config (digits); CONFIG=, SOLVER=, ARGS= pa
 
 clean:  ## remove run outputs (keeps .venv)
 	rm -rf runs wandb lightning_logs
+
+bench: install  ## benchmark suite → benchmarks/results/latest.{md,json}; QUICK=1 for the one-minute smoke
+	$(BIN)/python -m benchmarks.run $(if $(QUICK),--quick)

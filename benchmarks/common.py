@@ -138,6 +138,7 @@ def machine() -> dict:
 
 
 def results_dir() -> Path:
-    path = Path(__file__).resolve().parent / "results"
+    """benchmarks/results, or $CDFLOW_BENCH_OUT (the smoke test writes into a temporary folder)."""
+    path = Path(os.environ.get("CDFLOW_BENCH_OUT") or Path(__file__).resolve().parent / "results")
     path.mkdir(parents=True, exist_ok=True)
     return path

@@ -16,6 +16,7 @@ Lie (x ← D_h C_h x) or Strang (x ← D_{h/2} C_h D_{h/2} x) splitting.
 from __future__ import annotations
 
 import math
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Literal
@@ -78,6 +79,16 @@ class DiffusionStats:
 # --------------------------------------------------------------------------------------------------------
 def _matmul(l_mat: Tensor, x: Tensor) -> Tensor:
     return torch.sparse.mm(l_mat, x) if l_mat.layout == torch.sparse_coo else l_mat @ x
+
+
+def _operator(l_mat: Tensor) -> Tensor:
+    """L in its fastest layout for repeated products: a COO L that needs no gradient becomes CSR (about
+    twice as fast for L @ X on CPU); a COO L with requires_grad stays COO (autograd w.r.t. its values)."""
+    if l_mat.layout == torch.sparse_coo and not l_mat.requires_grad:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # "CSR support is in beta"
+            return l_mat.to_sparse_csr()
+    return l_mat
 
 
 def _prepare(x: Tensor, l_mat: Tensor) -> tuple[Tensor, bool]:
@@ -150,6 +161,7 @@ def explicit_diffusion(
     x2, was_1d = _prepare(x, l_mat)
     tau = _as_time(tau, "tau")
     n_steps = _check_steps(n_steps)
+    l_mat = _operator(l_mat)
     for _ in range(n_steps):
         x2 = x2 - tau * _matmul(l_mat, x2)
     return _finish(x2, was_1d), DiffusionStats(products=n_steps, substeps=n_steps)
@@ -167,15 +179,28 @@ def _tridiag(alphas: list[Tensor], betas: list[Tensor]) -> Tensor:
     return t
 
 
-def _krylov_coeffs(t_mat: Tensor, tau: float | Tensor) -> tuple[Tensor, Tensor]:
-    """exp(−τT)e₁ [C, m] and e_mᵀ φ₁(−τT)e₁ [C], from one exponential of the augmented matrix
-    [[−τT, e₁], [0, 0]], whose exponential is [[exp(−τT), φ₁(−τT)e₁], [0, 1]]."""
-    c, m, _ = t_mat.shape
-    e1 = t_mat.new_zeros(c, m, 1)
-    e1[:, 0, 0] = 1.0
-    aug = torch.cat([torch.cat([-tau * t_mat, e1], dim=2), t_mat.new_zeros(c, 1, m + 1)], dim=1)
-    big = torch.linalg.matrix_exp(aug)
-    return big[:, :m, 0], big[:, m - 1, m]
+class _SymExpm(torch.autograd.Function):
+    """exp(A) for a batch of symmetric A [C, m, m] by eigh, A = V diag(λ) Vᵀ.
+
+    Backward by the Daleckii–Krein formula Ā = V (Δ ∘ (Vᵀ Ḡ V)) Vᵀ with divided differences
+    Δ_ij = (e^{λ_i} − e^{λ_j})/(λ_i − λ_j), evaluated stably as e^{max(λ_i, λ_j)}·(1 − e^{−d})/d with
+    d = |λ_i − λ_j| (→ e^{λ_i} on the diagonal), so close or equal eigenvalues give no cancellation or NaN."""
+
+    @staticmethod
+    def forward(ctx, a: Tensor) -> Tensor:  # type: ignore[override]
+        lam, vec = torch.linalg.eigh(a)
+        ctx.save_for_backward(lam, vec)
+        return (vec * torch.exp(lam)[:, None, :]) @ vec.transpose(1, 2)
+
+    @staticmethod
+    def backward(ctx, grad: Tensor) -> Tensor:  # type: ignore[override]
+        lam, vec = ctx.saved_tensors
+        gap = (lam[:, :, None] - lam[:, None, :]).abs()
+        top = torch.maximum(lam[:, :, None], lam[:, None, :])
+        tiny = gap <= 1e-300
+        ratio = torch.where(tiny, torch.ones_like(gap), -torch.expm1(-gap) / torch.where(tiny, 1.0, gap))
+        inner = vec.transpose(1, 2) @ grad @ vec
+        return vec @ (torch.exp(top) * ratio * inner) @ vec.transpose(1, 2)
 
 
 def expm_action_krylov(
@@ -217,6 +242,7 @@ def expm_action_krylov(
         return _finish(x2 * 1.0, was_1d), stats
     n = x2.shape[0]
     m_cap = min(m_max, n)
+    l_mat = _operator(l_mat)
     eps = torch.finfo(x2.dtype).eps
     remaining = 1.0  # fraction of t still to integrate
     y = x2
@@ -245,7 +271,12 @@ def _lanczos_step(
     eps: float,
     stats: DiffusionStats,
 ) -> tuple[Tensor, float]:
-    """One Lanczos run from v; returns (exp(−frac·t·L) v, frac) with frac = remaining or a 2^-p part of it."""
+    """One Lanczos run from v; returns (exp(−frac·t·L) v, frac) with frac = remaining or a 2^-p part of it.
+
+    Convergence checks use one detached eigendecomposition T = S diag(θ) Sᵀ per check, which gives the
+    estimate for every trial step at once; checks are spaced max(check_every, j/8) iterations apart. The
+    returned coefficients exp(−τT)e₁ go through `_SymExpm` when gradients are needed.
+    """
     beta0 = v.norm(dim=0)
     live = beta0 > 0
     basis = [_safe_div(v, beta0, live)]
@@ -253,6 +284,8 @@ def _lanczos_step(
     alphas: list[Tensor] = []
     betas: list[Tensor] = []
     tv = _tval(t)
+    t_grad = isinstance(t, Tensor) and t.requires_grad
+    next_check = m_min
     for j in range(1, m_cap + 1):
         w = _matmul(l_mat, basis[-1])
         stats.products += 1
@@ -264,9 +297,10 @@ def _lanczos_step(
             # Classical Gram–Schmidt against the whole basis. The correction vanishes in exact arithmetic,
             # so it is applied as a constant (no autograd): memory O(m·N·C) instead of O(m²·N·C).
             with torch.no_grad():
+                coefs = [torch.linalg.vecdot(q, w, dim=0) for q in frozen]
                 corr = torch.zeros_like(w)
-                for q in frozen:
-                    corr.add_(q * (q * w).sum(dim=0))
+                for q, c in zip(frozen, coefs):
+                    corr.addcmul_(q, c)
             w = w - corr
         beta = w.norm(dim=0)
         scale = alpha.detach().abs() + (betas[-1].detach() if betas else 0.0)
@@ -276,21 +310,32 @@ def _lanczos_step(
         basis.append(_safe_div(w, beta, ok))
         frozen.append(basis[-1].detach())
         broke = not bool(ok.any())
-        if not (broke or j == m_cap or (j >= m_min and j % check_every == 0)):
+        if not (broke or j == m_cap or j >= next_check):
             betas.append(beta)
             continue
+        next_check = j + max(check_every, j // 8)
         t_mat = _tridiag(alphas, betas)
+        with torch.no_grad():
+            theta, s_vec = torch.linalg.eigh(t_mat.detach())
+            first, last = s_vec[:, 0, :], s_vec[:, -1, :]
         fracs = [remaining] if (broke or j < m_cap) else [remaining * 0.5**p for p in range(40)]
         for frac in fracs:
-            coef, phi_last = _krylov_coeffs(t_mat, frac * t)
-            est = (beta.detach() * frac * tv * phi_last.detach().abs()).max()
-            if broke or float(est) <= tol * frac:
-                stats.krylov_dim = max(stats.krylov_dim, j)
-                stats.error_estimate = max(stats.error_estimate, float(est))
-                y = basis[0] * coef[:, 0]
-                for k in range(1, j):
-                    y = y + basis[k] * coef[:, k]
-                return y * beta0, frac
+            z = -(frac * tv) * theta
+            neg = z < 0
+            phi = torch.where(neg, torch.expm1(z) / torch.where(neg, z, -1.0), torch.ones_like(z))
+            est = float((beta.detach() * frac * tv * (last * phi * first).sum(-1).abs()).max())
+            if not (broke or est <= tol * frac):
+                continue
+            stats.krylov_dim = max(stats.krylov_dim, j)
+            stats.error_estimate = max(stats.error_estimate, est)
+            if torch.is_grad_enabled() and (t_mat.requires_grad or t_grad):
+                coef = _SymExpm.apply(-(frac * t) * t_mat)[:, :, 0]
+            else:
+                coef = (s_vec * (torch.exp(z) * first)[:, None, :]).sum(-1)
+            y = basis[0] * coef[:, 0]
+            for k in range(1, j):
+                y = y + basis[k] * coef[:, k]
+            return y * beta0, frac
         betas.append(beta)
     raise SolverError(
         f"Krylov exp(−tL)x did not reach tol={tol:g} even for a step t/2^39 with m={m_cap}; L may be "
@@ -378,6 +423,7 @@ def expm_action_chebyshev(
     signs = torch.tensor([1.0] + [2.0 * (-1) ** k for k in range(1, degree + 1)], dtype=x2.dtype)
     c = c * signs.to(x2.device)
     scale = 2.0 / lam_max
+    l_mat = _operator(l_mat)
     y = c[0] * x2
     if degree >= 1:
         t_prev, t_cur = x2, scale * _matmul(l_mat, x2) - x2
@@ -503,6 +549,7 @@ def implicit_euler_diffusion(
     if not tol > 0:
         raise ConfigError(f"cg_tol must be > 0, got {tol}")
     stats = DiffusionStats(substeps=n_steps)
+    l_mat = _operator(l_mat)
     tau_t = tau if isinstance(tau, Tensor) else torch.tensor(float(tau), dtype=x2.dtype, device=x2.device)
     for _ in range(n_steps):
         x2 = _ImplicitSolve.apply(x2, tau_t, l_mat, tol, cg_max_iter, stats)

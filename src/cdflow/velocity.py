@@ -25,6 +25,20 @@ def make_activation(name: str) -> nn.Module:
     return ACTIVATIONS[name]()
 
 
+class TimeLinear(nn.Linear):
+    """y = W [x, t] + b computed as x W_xᵀ + (b + t w_t): the time input without concatenating a column."""
+
+    def __init__(self, in_features: int, out_features: int) -> None:
+        super().__init__(in_features + 1, out_features)
+
+    def forward(self, t: Tensor, x: Tensor) -> Tensor:  # type: ignore[override]
+        w = self.weight
+        shift = self.bias + t.to(x) * w[:, -1]
+        if x.dim() == 2:
+            return torch.addmm(shift, x, w[:, :-1].t())
+        return nn.functional.linear(x, w[:, :-1], shift)
+
+
 class MLPVelocity(nn.Module):
     """v(t, x) = W_L σ(… σ(W_1 [x, t] + b_1) …) + b_L, an MLP on the state (and depth t if `time_input`)."""
 
@@ -40,18 +54,17 @@ class MLPVelocity(nn.Module):
         if dim < 1 or width < 1 or depth < 1:
             raise ConfigError(f"MLPVelocity needs dim, width, depth ≥ 1, got {dim}, {width}, {depth}")
         self.time_input = time_input
+        first_out = width if depth > 1 else dim
+        self.first: nn.Module = TimeLinear(dim, first_out) if time_input else nn.Linear(dim, first_out)
         layers: list[nn.Module] = []
-        fan_in = dim + int(time_input)
-        for _ in range(depth - 1):
-            layers += [nn.Linear(fan_in, width), make_activation(activation)]
-            fan_in = width
-        layers.append(nn.Linear(fan_in, dim))
+        for i in range(depth - 1):
+            layers.append(make_activation(activation))
+            layers.append(nn.Linear(width, width if i < depth - 2 else dim))
         self.net = nn.Sequential(*layers)
 
     def forward(self, t: Tensor, x: Tensor) -> Tensor:
-        if self.time_input:
-            x = torch.cat([x, t.to(x).expand(*x.shape[:-1], 1)], dim=-1)
-        return self.net(x)
+        h = self.first(t, x) if self.time_input else self.first(x)
+        return self.net(h)
 
 
 class _TimeConv(nn.Module):

@@ -78,32 +78,26 @@ def make_logger(
         return csv_logger(save_dir)
 
 
-def finish_wandb(loggers: list[Logger] | None = None) -> None:
-    """Finish the W&B run of these loggers (or the current run), writing its summary and files."""
+def finish_wandb() -> None:
+    """Finish the current W&B run, if any, so that its summary and files are written (offline runs too)."""
     try:
         import wandb
     except ImportError:
         return
-    from lightning.pytorch.loggers import WandbLogger
-
-    for logger in loggers or []:
-        if isinstance(logger, WandbLogger) and logger._experiment is not None:
-            logger.experiment.finish()
     if wandb.run is not None:
         wandb.finish()
 
 
 def describe_logger(logger: Logger) -> str:
-    """Where a logger's files are, and for offline W&B how to upload them."""
+    """Where a logger's files are, and for offline W&B runs how to upload them."""
     from lightning.pytorch.loggers import WandbLogger
 
-    if isinstance(logger, WandbLogger) and logger._experiment is not None:
+    if isinstance(logger, WandbLogger):
         run = logger.experiment
-        run_dir = Path(getattr(run, "dir", "") or ".").parent
-        if getattr(run, "offline", False) or getattr(getattr(run, "settings", None), "mode", "") == "offline":
+        run_dir = Path(run.dir).parent
+        if run.offline:
             return f"W&B offline run {run_dir} (upload: wandb sync {run_dir})"
-        url = getattr(run, "url", None)
-        return f"W&B run {url or run_dir} (files: {run_dir})"
+        return f"W&B run {run.url or run_dir} (local files: {run_dir})"
     if isinstance(logger, CSVLogger):
         return f"CSV metrics {Path(logger.log_dir) / 'metrics.csv'}"
     return f"{type(logger).__name__} in {logger.log_dir or logger.save_dir}"

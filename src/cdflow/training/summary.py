@@ -1,0 +1,54 @@
+"""The end-of-run report of `cdflow fit`: test metrics and where checkpoints, logs and figures went."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+import lightning as L
+
+from cdflow.training.loggers import describe_logger
+
+
+def _rel(path: str | Path) -> str:
+    """`path` relative to the working directory when it lies below it."""
+    p = Path(path).resolve()
+    try:
+        return str(p.relative_to(Path.cwd()))
+    except ValueError:
+        return str(p)
+
+
+def run_summary(
+    trainer: L.Trainer,
+    test_results: Sequence[Mapping[str, float]] | None,
+    tested_ckpt: str | None,
+    fit_seconds: float | None = None,
+) -> str:
+    """A few lines: training time, test metrics (and which weights), checkpoints, logs, config, figures."""
+    lines = ["", "cdflow run summary"]
+    if fit_seconds is not None:
+        lines.append(
+            f"  fit:         {trainer.current_epoch} epochs, {trainer.global_step} steps in {fit_seconds:.1f} s"
+        )
+    if test_results:
+        metrics = {k: v for r in test_results for k, v in r.items()}
+        shown = ", ".join(f"{k} = {v:.4f}" for k, v in sorted(metrics.items()))
+        weights = f"best checkpoint {_rel(tested_ckpt)}" if tested_ckpt else "final weights"
+        lines.append(f"  test:        {shown}  ({weights})")
+    ckpt = trainer.checkpoint_callback
+    dirpath = getattr(ckpt, "dirpath", None)
+    if dirpath and Path(dirpath).is_dir():
+        best = getattr(ckpt, "best_model_path", "") or "-"
+        last = getattr(ckpt, "last_model_path", "") or "-"
+        lines.append(f"  checkpoints: {_rel(dirpath)} (best: {Path(best).name}, last: {Path(last).name}); "
+                     "resume with --ckpt_path last")
+    for logger in trainer.loggers:
+        lines.append(f"  logs:        {describe_logger(logger)}")
+    if trainer.log_dir and (Path(trainer.log_dir) / "config.yaml").is_file():
+        lines.append(f"  config:      {_rel(Path(trainer.log_dir) / 'config.yaml')}")
+    figures = Path(trainer.default_root_dir) / "figures"
+    if figures.is_dir() and any(figures.glob("*.png")):
+        names = ", ".join(sorted(p.name for p in figures.glob("*.png")))
+        lines.append(f"  figures:     {_rel(figures)} ({names})")
+    return "\n".join(lines)
