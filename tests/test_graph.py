@@ -132,7 +132,8 @@ def test_knn_gaussian_matches_dense_reference(k: int, k_scale: int, strict: bool
     x = torch.randn(70, 5, dtype=F64, generator=torch.Generator().manual_seed(3))
     w = knn_gaussian_graph(x, k, k_scale, strict_kth=strict, chunk_size=9)
     assert w.is_coalesced() and is_symmetric(w)
-    torch.testing.assert_close(w.to_dense(), _reference_gaussian(x, k, k_scale, strict), rtol=1e-10, atol=1e-12)
+    ref = _reference_gaussian(x, k, k_scale, strict)
+    torch.testing.assert_close(w.to_dense(), ref, rtol=1e-10, atol=1e-12)
 
 
 def test_knn_neighbours_match_sklearn_and_chunking() -> None:
@@ -149,6 +150,13 @@ def test_knn_neighbours_match_sklearn_and_chunking() -> None:
     torch.testing.assert_close(w.to_dense(), knn_gaussian_graph(x, k, 3).to_dense())
 
 
+def test_knn_float32_far_from_origin_matches_float64() -> None:
+    # ‖a‖² + ‖b‖² − 2ab cancels catastrophically in float32 at offset 1000 unless the data are centred
+    x = torch.randn(300, 8, generator=torch.Generator().manual_seed(9)) * 0.01 + 1000.0
+    w32, w64 = knn_gaussian_graph(x, 8, 4), knn_gaussian_graph(x.double(), 8, 4)
+    assert torch.equal(w32.to_dense() > 0, w64.to_dense() > 0)
+
+
 def test_knn_gaussian_laplacian_psd_conserves_mass() -> None:
     x = torch.randn(80, 3, dtype=F64, generator=torch.Generator().manual_seed(5))
     lap = laplacian_from_weights(knn_gaussian_graph(x))
@@ -161,7 +169,7 @@ def test_knn_rownorm_matches_toy_recipe() -> None:
     x = torch.randn(60, 2, dtype=F64, generator=torch.Generator().manual_seed(6))
     k, eps = 10, 0.5
     p = knn_rownorm_graph(x, k, eps, chunk_size=11)
-    w = torch.exp(-torch.cdist(x, x) ** 2 / eps**2)
+    w = torch.exp(-(torch.cdist(x, x) ** 2) / eps**2)
     top = torch.topk(w, k, dim=1).indices
     ref = torch.zeros_like(w).scatter(1, top, w.gather(1, top))
     ref = ref / ref.sum(1, keepdim=True)

@@ -9,14 +9,15 @@ import numpy as np
 import pytest
 import torch
 
-from cdflow.errors import ConfigError, DataError
+from cdflow.errors import ConfigError, DataError, SolverError
 from cdflow.graph import laplacian_from_edges
 from cdflow.splitting import (
     DIFFUSION_METHODS,
+    _SymExpm,
     diffuse,
+    explicit_diffusion,
     expm_action_chebyshev,
     expm_action_krylov,
-    explicit_diffusion,
     implicit_euler_diffusion,
     split_solve,
 )
@@ -102,6 +103,32 @@ def test_krylov_substeps_when_m_max_small() -> None:
     assert _rel(y, _exact(lap, x, 50.0)) < 1e-8
 
 
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+def test_krylov_reorth_modes(dtype: torch.dtype) -> None:
+    # path + two hubs: isolated top eigenvalues (28, 42) converge fast, so Lanczos loses orthogonality
+    n, i = 300, torch.arange(300)
+    spec = ((0, 100, 40), (200, 230, 25))  # (hub, first leaf, leaves)
+    hubs = [torch.stack([torch.full((m,), h), torch.arange(s, s + m)]) for h, s, m in spec]
+    edges = torch.cat([torch.stack([i[:-1], i[1:]]), *hubs], 1)
+    lap = laplacian_from_edges(edges, n, "combinatorial", dtype=F64)
+    x = _x(n, 3)
+    ref = _exact(lap, x, 30.0)
+    tol = 1e-9 if dtype == torch.float64 else 1e-5
+    counts = {}
+    for mode in ("partial", "full", "none"):
+        y, st = expm_action_krylov(lap.to(dtype), x.to(dtype), 30.0, reorth=mode, tol=tol)
+        assert _rel(y.double(), ref) < 50 * tol, mode
+        counts[mode] = st.reorthogonalisations
+    assert counts["none"] == 0 and 0 < counts["partial"] < counts["full"]
+
+
+def test_chebyshev_counts_its_spectral_bound() -> None:
+    lap, x = _graph("cycle"), _x()
+    _, given = expm_action_chebyshev(lap, x, 2.0, lam_max=4.0)
+    y, own = expm_action_chebyshev(lap, x, 2.0)
+    assert own.products > given.products and _rel(y, _exact(lap, x, 2.0)) < 1e-8
+
+
 # -------------------------------------------------------------------------------------- stiffness
 def test_stiff_step_ten_times_explicit_bound() -> None:
     lap, x = _graph("cycle", 20), _x(20, 2)
@@ -167,7 +194,8 @@ def test_gradients_match_dense_expm(method: str) -> None:
     lap, h = _graph("path"), 0.9
     weights = _x(seed=2)
     grads = []
-    for fn in (lambda x, g: diffuse(x, lap, g, h, method, tol=1e-13)[0], lambda x, g: _dense_reference(x, g, lap, h)):
+    ours = lambda x, g: diffuse(x, lap, g, h, method, tol=1e-13)[0]  # noqa: E731
+    for fn in (ours, lambda x, g: _dense_reference(x, g, lap, h)):
         x = _x().requires_grad_()
         g = torch.tensor(1.3, dtype=F64, requires_grad=True)
         (fn(x, g) * weights).sum().backward()
@@ -202,6 +230,57 @@ def test_implicit_gradients_match_dense_solve_and_gradcheck() -> None:
     )
 
 
+@pytest.mark.parametrize("method", ["krylov", "chebyshev", "implicit"])
+def test_gradient_through_differentiable_knn_laplacian(method: str) -> None:
+    """features → differentiable kNN graph → L → diffusion: d/d(features) against dense expm / solve."""
+    from cdflow.graph import knn_gaussian_graph, laplacian_from_weights
+
+    feat, x0, wts = _x(40, 2, seed=7), _x(40, 3, seed=8), _x(40, 3, seed=9)
+    grads = []
+    for dense in (False, True):
+        f = feat.clone().requires_grad_()
+        lap = laplacian_from_weights(knn_gaussian_graph(f, 6, 3, differentiable=True))
+        if dense:
+            ld = lap.to_dense()
+            if method == "implicit":
+                a = torch.eye(40, dtype=F64) + 0.4 * ld
+                y = torch.linalg.solve(a, torch.linalg.solve(a, torch.linalg.solve(a, x0)))
+            else:
+                y = torch.linalg.matrix_exp(-1.2 * ld) @ x0
+        else:
+            kw: dict = {"cg_tol": 1e-13, "n_steps": 3} if method == "implicit" else {"tol": 1e-13}
+            if method == "chebyshev":
+                kw["lam_max"] = 1.01 * float(torch.linalg.eigvalsh(lap.detach().to_dense())[-1])
+            y, _ = diffuse(x0, lap, 0.8, 1.5, method, **kw)
+        (y * wts).sum().backward()
+        grads.append(f.grad)
+    torch.testing.assert_close(grads[0], grads[1], rtol=1e-9, atol=1e-10)
+
+
+def test_sym_expm_backward_with_repeated_eigenvalues() -> None:
+    q, _ = torch.linalg.qr(torch.randn(4, 4, dtype=F64, generator=torch.Generator().manual_seed(4)))
+    a = (q @ torch.diag(torch.tensor([-3.0, -1.0, -1.0, 0.5], dtype=F64)) @ q.T)[None]
+    g = torch.randn(1, 4, 4, dtype=F64, generator=torch.Generator().manual_seed(5))
+    grads = []
+    for fn in (_SymExpm.apply, torch.linalg.matrix_exp):
+        z = a.clone().requires_grad_()
+        (fn(z) * g).sum().backward()
+        grads.append(z.grad)
+    torch.testing.assert_close(grads[0], grads[1], rtol=1e-10, atol=1e-12)
+
+
+def test_split_solve_gradcheck() -> None:
+    lap = _graph("path", 5)
+    a = 0.5 * torch.randn(5, 5, dtype=F64, generator=torch.Generator().manual_seed(6))
+    conv = lambda z, ta, tb: torch.linalg.matrix_exp(a * (tb - ta)) @ z  # noqa: E731
+    x = _x(5, 2).requires_grad_()
+    g = torch.tensor(0.7, dtype=F64, requires_grad=True)
+    for diffusion in ("krylov", "implicit"):
+        kw = {"tol": 1e-13} if diffusion == "krylov" else {"cg_tol": 1e-13}
+        fn = lambda z, s, d=diffusion, k=kw: split_solve(conv, z, lap, s, 0.0, 1.0, 3, diffusion=d, **k)[0]  # noqa: E731
+        torch.autograd.gradcheck(fn, (x, g))
+
+
 @pytest.mark.parametrize("method", ["krylov", "chebyshev"])
 def test_exact_methods_gradcheck(method: str) -> None:
     lap = _graph("path", 7)
@@ -213,6 +292,7 @@ def test_exact_methods_gradcheck(method: str) -> None:
 # ------------------------------------------------------------------------------------- bad inputs
 _L = _graph("path", 5)
 _XB = _x(5, 2)
+_ID = lambda z, a, b: z  # noqa: E731
 
 
 @pytest.mark.parametrize(
@@ -225,14 +305,15 @@ _XB = _x(5, 2)
         (lambda: diffuse(_x(6, 2), _L, 1.0, 1.0), DataError, r"N = x.shape\[0\] = 6"),
         (lambda: diffuse(_XB.float(), _L, 1.0, 1.0), DataError, "L = L.to"),
         (lambda: diffuse(_XB[None], _L, 1.0, 1.0), DataError, r"\[N\] or \[N, C\]"),
-        (lambda: diffuse(_XB, _L, 1.0, 1.0, "explicit", n_steps=0), ConfigError, "n_steps must be an int ≥ 1"),
+        (lambda: diffuse(_XB, _L, 1.0, 1.0, "explicit", n_steps=0), ConfigError, "n_steps must be an int"),
         (lambda: expm_action_krylov(_L, _XB, 1.0, tol=0.0), ConfigError, "tol must be > 0"),
         (lambda: expm_action_chebyshev(_L, _XB, 1.0, lam_max=-1.0), ConfigError, "lam_max"),
-        (lambda: expm_action_chebyshev(_L, _XB, 1e5, 4.0, max_degree=50), Exception, "max_degree=50"),
-        (lambda: implicit_euler_diffusion(_XB, _L, 1.0, cg_max_iter=1, cg_tol=1e-15), Exception, "cg_max_iter"),
-        (lambda: split_solve(lambda z, a, b: z, _XB, _L, 1.0, 0.0, 1.0, 2, "yoshida"), ConfigError, "lie, strang"),
-        (lambda: split_solve(lambda z, a, b: z, _XB, _L, 1.0, 1.0, 0.0, 2), ConfigError, "t0 ≤ t1"),
-        (lambda: split_solve(lambda z, a, b: z, _XB, _L, 1.0, 0.0, 1.0, 2, diffusion="x"), ConfigError, "valid"),
+        (lambda: expm_action_chebyshev(_L, _XB, 1e5, 4.0, max_degree=50), SolverError, "max_degree=50"),
+        (lambda: implicit_euler_diffusion(_XB, _L, 1.0, 1, 1e-15, 1), SolverError, "cg_max_iter=1"),
+        (lambda: expm_action_krylov(_L, _XB, 1.0, reorth="some"), ConfigError, "partial, full, none"),
+        (lambda: split_solve(_ID, _XB, _L, 1.0, 0.0, 1.0, 2, "yoshida"), ConfigError, "lie, strang"),
+        (lambda: split_solve(_ID, _XB, _L, 1.0, 1.0, 0.0, 2), ConfigError, "t0 ≤ t1"),
+        (lambda: split_solve(_ID, _XB, _L, 1.0, 0.0, 1.0, 2, diffusion="x"), ConfigError, "valid"),
     ],
 )
 def test_bad_inputs(call, error: type[Exception], match: str) -> None:

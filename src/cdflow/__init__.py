@@ -4,6 +4,8 @@
 """
 
 from cdflow.errors import CdflowError, ConfigError, DataError, SolverError
+from cdflow.noise import NoiseDiffusion
+from cdflow.sde import StochasticDepth, feynman_kac, solve_sde
 from cdflow.solve import ContinuousDepth, Solution, solve
 from cdflow.solvers import SolverSpec, all_method_names, ode_methods, sde_methods
 from cdflow.stats import SolveStats
@@ -17,5 +19,6 @@ __all__ = [
     "SolveStats",
     "Convection", "Drift", "GraphDiffusion", "Term",
     "ConvVelocity", "MLPVelocity",
+    "NoiseDiffusion", "StochasticDepth", "feynman_kac", "solve_sde",
 ]
 __version__ = "0.1.0"

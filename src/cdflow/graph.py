@@ -247,7 +247,8 @@ def _knn_indices(x: Tensor, kk: int, chunk_size: int | None) -> Tensor:
     """Indices [N, kk] of the kk nearest points of each row (self first), O(chunk·N + N·kk) memory.
 
     Per chunk of rows, d²_ij = ‖x_i‖² + ‖x_j‖² − 2 x_i·x_j is ranked by torch.topk; the row constant ‖x_i‖²
-    (and the clamp at 0) cannot change a row's ranking, so only ‖x_j‖² − 2 x_i·x_j is formed. The diagonal
+    (and the clamp at 0) cannot change a row's ranking, so only ‖x_j‖² − 2 x_i·x_j is formed. x is centred
+    first (distances are unchanged; cancellation is not), half precision is ranked in float32. The diagonal
     is set to −inf so the point itself is always selected first. Exact distances are recomputed after.
     """
     n = x.shape[0]
@@ -255,6 +256,9 @@ def _knn_indices(x: Tensor, kk: int, chunk_size: int | None) -> Tensor:
         chunk_size = max(1, min(n, _CHUNK_ENTRIES // max(n, 1)))
     chunk_size = _check_int(chunk_size, "chunk_size", 1)
     xd = x.detach()
+    if xd.dtype not in (torch.float32, torch.float64):
+        xd = xd.float()
+    xd = xd - xd.mean(dim=0, keepdim=True)
     sq = (xd * xd).sum(dim=1)[None, :]
     out = torch.empty(n, kk, dtype=torch.int64, device=x.device)
     for start in range(0, n, chunk_size):
@@ -392,12 +396,14 @@ class SpectralBound:
 
     estimate: largest Lanczos Ritz value (≤ λ_max, usually accurate to many digits);
     upper: min(gershgorin, (estimate + |β_m|)·safety), a (Zhou–Li style) upper bound — use it for
-    Chebyshev intervals; gershgorin: max_i Σ_j |L_ij|, a rigorous upper bound.
+    Chebyshev intervals; gershgorin: max_i Σ_j |L_ij|, a rigorous upper bound; products: matrix-vector
+    products spent.
     """
 
     estimate: float
     upper: float
     gershgorin: float
+    products: int = 0
 
     @property
     def explicit_step_limit(self) -> float:
@@ -449,4 +455,4 @@ def spectral_bound(l_mat: Tensor, n_iter: int = 40, safety: float = 1.01, seed: 
             t = t + torch.diag(off, 1) + torch.diag(off, -1)
         est = float(torch.linalg.eigvalsh(t)[-1])
     upper = min(gersh, (est + abs(betas[j - 1])) * safety)
-    return SpectralBound(estimate=est, upper=max(upper, est), gershgorin=gersh)
+    return SpectralBound(estimate=est, upper=max(upper, est), gershgorin=gersh, products=j)

@@ -27,11 +27,13 @@ from scipy.special import ive
 from torch import Tensor
 
 from cdflow.errors import ConfigError, DataError, SolverError
+from cdflow.graph import spectral_bound
 
 DiffusionMethod = Literal["krylov", "chebyshev", "implicit", "explicit"]
 DIFFUSION_METHODS: tuple[str, ...] = ("krylov", "chebyshev", "implicit", "explicit")
 SPLITTING_SCHEMES: tuple[str, ...] = ("lie", "strang")
 _EXACT_METHODS = ("krylov", "chebyshev")
+_REORTH = ("partial", "full", "none")
 
 __all__ = [
     "DIFFUSION_METHODS",
@@ -52,7 +54,8 @@ class DiffusionStats:
     by custom backward passes (implicit solves; filled in when backward runs); krylov_dim: largest Lanczos
     dimension; substeps: time substeps taken; cg_iterations: CG iterations (forward); error_estimate:
     largest relative a-posteriori error estimate (Krylov) or coefficient-tail bound (Chebyshev);
-    convection_solves: convection sub-solves (split_solve)."""
+    convection_solves: convection sub-solves (split_solve); reorthogonalisations: Lanczos steps that
+    were fully reorthogonalised (Krylov)."""
 
     products: int = 0
     backward_products: int = 0
@@ -61,6 +64,7 @@ class DiffusionStats:
     cg_iterations: int = 0
     error_estimate: float = 0.0
     convection_solves: int = 0
+    reorthogonalisations: int = 0
 
     def merge(self, other: DiffusionStats) -> DiffusionStats:
         """Accumulate `other` into self (counts add, dimensions/errors take the max); returns self."""
@@ -71,6 +75,7 @@ class DiffusionStats:
         self.cg_iterations += other.cg_iterations
         self.error_estimate = max(self.error_estimate, other.error_estimate)
         self.convection_solves += other.convection_solves
+        self.reorthogonalisations += other.reorthogonalisations
         return self
 
 
@@ -212,19 +217,23 @@ def expm_action_krylov(
     tol: float | None = None,
     m_min: int = 4,
     check_every: int = 2,
-    reorth: bool = True,
+    reorth: Literal["partial", "full", "none"] | bool = "partial",
     max_substeps: int = 64,
 ) -> tuple[Tensor, DiffusionStats]:
     """exp(−tL) x by batched Lanczos: y ≈ β₀ V_m exp(−t T_m) e₁ per column, with V_m the Krylov basis of
     (L, x_c) and T_m = V_mᵀ L V_m tridiagonal. All C columns advance together (one L @ X product per
     iteration); each column has its own T_m.
 
-    Error estimate (Saad 1992): ‖exp(−tL)x_c − y_c‖ ≈ β₀ β_m t |e_mᵀ φ₁(−tT_m) e₁|, checked every
-    `check_every` iterations from `m_min` on; stops when it is ≤ tol·‖x_c‖ for every column (tol default
+    Error estimate (Saad 1992): ‖exp(−tL)x_c − y_c‖ ≈ β₀ β_m t |e_mᵀ φ₁(−tT_m) e₁|, checked from `m_min`
+    on, max(check_every, m/8) iterations apart; stops when it is ≤ tol·‖x_c‖ for every column (tol default
     1e-10 in float64, 1e-5 otherwise). If m_max is reached first, the largest step t/2^p that meets the
     (proportionally reduced) tolerance is taken with the same basis and the rest of the interval is
-    restarted (at most `max_substeps` substeps, else SolverError). Full reorthogonalisation when `reorth`
-    (its correction, zero in exact arithmetic, is kept out of autograd so memory stays O(m·N·C)).
+    restarted (at most `max_substeps` substeps, else SolverError).
+
+    reorth: "partial" (default) monitors the loss of orthogonality with Simon's ω-recurrence (O(m·C) work)
+    and fully reorthogonalises two consecutive vectors when it exceeds √eps; "full" (or True) does it at
+    every step (O(m²·N·C)); "none" (or False) relies on the stability of Lanczos for f(L)x. The correction,
+    zero in exact arithmetic, is kept out of autograd, so memory stays O(m·N·C).
     Lucky breakdowns (invariant subspace, e.g. m ≥ N) are exact and handled. Differentiable w.r.t. x, t
     and L's values by autograd through the iteration.
     """
@@ -237,8 +246,11 @@ def expm_action_krylov(
     tol = _default_tol(x2.dtype) if tol is None else float(tol)
     if not tol > 0:
         raise ConfigError(f"tol must be > 0, got {tol}")
+    reorth = {True: "full", False: "none"}.get(reorth, reorth) if isinstance(reorth, bool) else reorth
+    if reorth not in _REORTH:
+        raise ConfigError(f"unknown reorth {reorth!r}; valid: {', '.join(_REORTH)} (or True/False)")
     stats = DiffusionStats()
-    if _tval(t) == 0.0 or x2.shape[0] == 0:
+    if _tval(t) == 0.0 or x2.numel() == 0:
         return _finish(x2 * 1.0, was_1d), stats
     n = x2.shape[0]
     m_cap = min(m_max, n)
@@ -258,6 +270,56 @@ def expm_action_krylov(
     return _finish(y, was_1d), stats
 
 
+def _gram_schmidt(frozen: list[Tensor], w: Tensor) -> Tensor:
+    """Classical Gram–Schmidt correction Σ_k q_k (q_kᵀ w) per column, computed without autograd (it is zero
+    in exact arithmetic, so it is applied as a constant: memory O(m·N·C), not O(m²·N·C))."""
+    with torch.no_grad():
+        coefs = [torch.linalg.vecdot(q, w, dim=0) for q in frozen]
+        corr = torch.zeros_like(w)
+        for q, c in zip(frozen, coefs):
+            corr.addcmul_(q, c)
+    return corr
+
+
+class _Omega:
+    """Simon's ω-recurrence: estimates ω_{i+1,k} ≈ q_{i+1}ᵀ q_k per column from the Lanczos coefficients,
+    β_i ω_{i+1,k} = β_k ω_{i,k+1} + (α_k − α_i) ω_{i,k} + β_{k−1} ω_{i,k−1} − β_{i−1} ω_{i−1,k} + rounding,
+    and asks for reorthogonalisation of two consecutive vectors when max_k |ω_{i+1,k}| > √eps."""
+
+    def __init__(self, columns: int, eps: float, n: int, dtype: torch.dtype, device: torch.device) -> None:
+        self.eps, self.sqrt_n = eps, math.sqrt(n)
+        self.cur = torch.ones(columns, 1, dtype=dtype, device=device)  # ω_{i, 0..i}
+        self.prev: Tensor | None = None  # ω_{i−1, 0..i−1}
+        self.norm = torch.zeros(columns, dtype=dtype, device=device)  # running estimate of ‖T‖
+        self.force = False
+
+    def update(self, alphas: list[Tensor], betas: list[Tensor], beta_new: Tensor) -> bool:
+        """Advance with α_0..α_i, β_0..β_{i−1} and the new β_i; True if q_{i+1} must be reorthogonalised."""
+        i = len(alphas) - 1
+        a = torch.stack([x.detach() for x in alphas], dim=1)
+        bn = beta_new.detach()
+        self.norm = torch.maximum(self.norm, a[:, i].abs() + bn + (betas[-1].detach() if betas else 0.0))
+        inv = torch.where(bn > 0, 1.0 / torch.where(bn > 0, bn, 1.0), torch.zeros_like(bn))[:, None]
+        noise = self.eps * self.norm[:, None] * inv
+        new = torch.ones(a.shape[0], i + 2, dtype=a.dtype, device=a.device)
+        if i > 0:
+            b = torch.stack([x.detach() for x in betas], dim=1)  # β_0..β_{i−1}
+            cur = self.cur
+            rec = b * cur[:, 1 : i + 1] + (a[:, :i] - a[:, i : i + 1]) * cur[:, :i]
+            rec[:, 1:] += b[:, : i - 1] * cur[:, : i - 1]
+            if self.prev is not None:
+                rec -= b[:, i - 1 : i] * self.prev[:, :i]
+            rec = rec * inv
+            new[:, :i] = rec + torch.sign(rec) * noise
+        new[:, i] = (self.sqrt_n * noise)[:, 0]
+        need = self.force or bool(new[:, : i + 1].abs().max() > math.sqrt(self.eps))
+        if need:  # this vector and the next one are reorthogonalised: ω back to rounding level
+            new[:, : i + 1] = self.eps
+            self.force = not self.force
+        self.prev, self.cur = self.cur, new
+        return need
+
+
 def _lanczos_step(
     l_mat: Tensor,
     v: Tensor,
@@ -267,7 +329,7 @@ def _lanczos_step(
     m_cap: int,
     m_min: int,
     check_every: int,
-    reorth: bool,
+    reorth: str,
     eps: float,
     stats: DiffusionStats,
 ) -> tuple[Tensor, float]:
@@ -286,6 +348,7 @@ def _lanczos_step(
     tv = _tval(t)
     t_grad = isinstance(t, Tensor) and t.requires_grad
     next_check = m_min
+    omega = _Omega(v.shape[1], eps, v.shape[0], v.dtype, v.device) if reorth == "partial" else None
     for j in range(1, m_cap + 1):
         w = _matmul(l_mat, basis[-1])
         stats.products += 1
@@ -293,16 +356,11 @@ def _lanczos_step(
         w = w - alpha * basis[-1]
         if j > 1:
             w = w - betas[-1] * basis[-2]
-        if reorth:
-            # Classical Gram–Schmidt against the whole basis. The correction vanishes in exact arithmetic,
-            # so it is applied as a constant (no autograd): memory O(m·N·C) instead of O(m²·N·C).
-            with torch.no_grad():
-                coefs = [torch.linalg.vecdot(q, w, dim=0) for q in frozen]
-                corr = torch.zeros_like(w)
-                for q, c in zip(frozen, coefs):
-                    corr.addcmul_(q, c)
-            w = w - corr
         beta = w.norm(dim=0)
+        if reorth == "full" or (omega is not None and omega.update(alphas + [alpha], betas, beta)):
+            w = w - _gram_schmidt(frozen, w)
+            beta = w.norm(dim=0)
+            stats.reorthogonalisations += 1
         scale = alpha.detach().abs() + (betas[-1].detach() if betas else 0.0)
         ok = live & (beta.detach() > 100 * eps * scale)
         beta = torch.where(ok, beta, torch.zeros_like(beta))
@@ -394,16 +452,17 @@ def expm_action_chebyshev(
     exp(−tL) = Σ_k c_k T_k(S),  c_0 = ive(0, a),  c_k = 2(−1)^k ive(k, a)  (ive(k, a) = I_k(a) e^{−a}),
     T_k(S)x by the three-term recurrence (one product per degree). The degree is `degree`, or the
     smallest with coefficient tail ≤ tol (relative, default 1e-10 float64 / 1e-5 otherwise).
-    b must bound λ_max from above (default `spectral_bound(L).upper`); eigenvalues above b make T_k grow.
+    b must bound λ_max from above (default `spectral_bound(L).upper`, its Lanczos products counted in the
+    stats); eigenvalues above b make T_k grow. Autograd stores the degree's T_k x (memory O(K·N·C)).
     Differentiable w.r.t. x, t (Bessel derivative) and L's values.
     """
-    from cdflow.graph import spectral_bound
-
     x2, was_1d = _prepare(x, l_mat)
     t = _as_time(t, "t")
     stats = DiffusionStats()
     if lam_max is None:
-        lam_max = spectral_bound(l_mat).upper
+        bound = spectral_bound(l_mat)
+        lam_max = bound.upper
+        stats.products += bound.products
     if not (isinstance(lam_max, (int, float)) and math.isfinite(lam_max) and lam_max >= 0):
         raise ConfigError(f"lam_max must be a finite float ≥ 0 (an upper bound on λ_max), got {lam_max!r}")
     if _tval(t) == 0.0 or lam_max == 0.0:
@@ -418,7 +477,11 @@ def expm_action_chebyshev(
         if isinstance(degree, bool) or not isinstance(degree, int) or degree < 0:
             raise ConfigError(f"degree must be an int ≥ 0, got {degree!r}")
         tail = float(2.0 * ive(np.arange(degree + 1, degree + 400), a_val).sum())
-    a = (t * (lam_max / 2.0)) if isinstance(t, Tensor) else torch.tensor(a_val, dtype=x2.dtype)
+    a = (
+        (t * (lam_max / 2.0))
+        if isinstance(t, Tensor)
+        else torch.tensor(a_val, dtype=x2.dtype, device=x2.device)
+    )
     c = _BesselIve.apply(a.to(x2.dtype), degree)
     signs = torch.tensor([1.0] + [2.0 * (-1) ** k for k in range(1, degree + 1)], dtype=x2.dtype)
     c = c * signs.to(x2.device)
@@ -624,7 +687,12 @@ def split_solve(
         )
     if fuse is None:
         fuse = diffusion in _EXACT_METHODS
+    l_mat = _operator(l_mat)  # once, not per sub-step
     stats = DiffusionStats()
+    if diffusion == "chebyshev" and diffusion_kwargs.get("lam_max") is None:
+        bound = spectral_bound(l_mat)  # once for all steps
+        diffusion_kwargs["lam_max"] = bound.upper
+        stats.products += bound.products
     h = (t1 - t0) / n_steps
 
     def dstep(x: Tensor, s: float) -> Tensor:

@@ -3,6 +3,7 @@
 * `ConfusionMatrixFigure`: every classifier (needs ``test_step`` to return ``preds`` and ``target``).
 * `DecisionBoundaryFigure`, `TrajectoryFigure`: 2-D inputs only (toys); they do nothing otherwise.
 * `ConfigToLoggers`: the CLI's config, saved next to the logs and logged as the W&B run config.
+* `CompactRichProgressBar`: the CLI's progress bar, with short metric names.
 
 Figures go to ``<trainer.default_root_dir>/figures/<name>.png`` and, with a `WandbLogger`, to the run as
 images under ``figures/<name>``.
@@ -18,7 +19,7 @@ import lightning as L
 import numpy as np
 import torch
 import yaml
-from lightning.pytorch.callbacks import Callback
+from lightning.pytorch.callbacks import Callback, RichProgressBar
 from lightning.pytorch.cli import SaveConfigCallback
 from matplotlib.figure import Figure
 from torch import Tensor
@@ -183,3 +184,18 @@ class ConfigToLoggers(SaveConfigCallback):
         config.pop("config", None)  # the list of config files read, not a setting
         for logger in trainer.loggers:
             logger.log_hyperparams({"config": config})
+
+
+class CompactRichProgressBar(RichProgressBar):
+    """Rich progress bar showing ``loss``, ``nfe_f`` / ``nfe_b`` (solver evaluations) and ``val_acc``."""
+
+    RENAME = {"train/loss": "loss", "train/nfe_forward": "nfe_f", "train/nfe_backward": "nfe_b", "val/acc": "val_acc"}
+
+    def get_metrics(self, trainer: L.Trainer, pl_module: L.LightningModule) -> dict[str, int | str | float]:
+        out: dict[str, int | str | float] = {}
+        for key, value in super().get_metrics(trainer, pl_module).items():
+            name = self.RENAME.get(key, key)
+            if name.startswith("nfe") and isinstance(value, float):
+                value = int(round(value))
+            out[name] = value
+        return out

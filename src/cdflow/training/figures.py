@@ -50,12 +50,11 @@ def decision_boundary_figure(
     xx, yy = np.meshgrid(g0, g1)
     probs = predict_proba(np.stack([xx.ravel(), yy.ravel()], axis=1).astype(np.float32))
     pred = probs.argmax(axis=1).reshape(xx.shape)
-    conf = probs.max(axis=1).reshape(xx.shape)
     fig = Figure(figsize=(5.5, 5), layout="constrained")
     ax = fig.add_subplot()
     k = probs.shape[1]
     ax.contourf(xx, yy, pred, levels=np.arange(k + 1) - 0.5, cmap=_CMAP, vmin=0, vmax=9, alpha=0.25)
-    ax.contour(xx, yy, conf, levels=[0.5 + 0.5 / k], colors="k", linewidths=0.5, alpha=0.5)
+    ax.contour(xx, yy, pred, levels=np.arange(k) + 0.5, colors="k", linewidths=0.6, alpha=0.6)
     ax.scatter(x[:, 0], x[:, 1], c=y, cmap=_CMAP, vmin=0, vmax=9, s=10, edgecolors="k", linewidths=0.3)
     ax.set(title=title, xlabel="$x_1$", ylabel="$x_2$")
     return fig

@@ -47,7 +47,8 @@ class ContinuousDepthClassifier(L.LightningModule):
         encoder, hidden, velocity, width, depth, activation, time_input, dropout: the default network
             (see :func:`~cdflow.training.networks.build_classifier`); ignored when ``model`` is given.
         solver: how every default block integrates over depth (all `SolverSpec` fields are flags:
-            ``--model.solver.method rk4 --model.solver.step_size 0.1``).
+            ``--model.solver.method rk4 --model.solver.step_size 0.1``); a dict of its fields also works
+            (that is how the hyper-parameters store it).
         optimizer: ``adam``, ``adamw`` or ``sgd``.
         lr, weight_decay, momentum: optimiser settings (momentum: SGD only).
         scheduler: ``none``, ``multistep`` (× `lr_gamma` at each epoch of `milestones`) or ``cosine``
@@ -81,19 +82,20 @@ class ContinuousDepthClassifier(L.LightningModule):
         model: nn.Module | None = None,
     ) -> None:
         super().__init__()
+        spec = SolverSpec(**solver) if isinstance(solver, dict) else dataclasses.replace(solver)
+        # Plain values in the hyper-parameters, so that checkpoints load with torch.load(weights_only=True).
+        solver = dataclasses.asdict(spec)  # noqa: F841 — read by save_hyperparameters from this frame
         with warnings.catch_warnings():
             warnings.filterwarnings("ignore", message=".*is an instance of `nn.Module`.*")
             self.save_hyperparameters()
         if isinstance(self.hparams.get("model"), nn.Module):
             # A network passed from Python: its weights are in the state dict, its constructor is unknown.
             self.save_hyperparameters(ignore=["model"])
-        if isinstance(solver, dict):  # hyper-parameters restored from a checkpoint
-            solver = SolverSpec(**solver)
         self.num_classes = int(num_classes)
         self.input_shape = (input_shape,) if isinstance(input_shape, int) else (
             tuple(input_shape) if input_shape is not None else None
         )
-        self.solver = dataclasses.replace(solver)  # own copy: the blocks share it, the caller may reuse theirs
+        self.solver = spec  # a copy: the default blocks share it, the caller may reuse theirs
         self.net_config: dict[str, Any] = {
             "encoder": encoder, "hidden": hidden, "velocity": velocity, "width": width, "depth": depth,
             "activation": activation, "time_input": time_input, "dropout": dropout,

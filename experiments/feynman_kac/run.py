@@ -1,0 +1,65 @@
+"""``python -m experiments.feynman_kac.run [--smoke|--full] [--out DIR]``: the Feynman–Kac check.
+
+Writes ``DIR/feynman_kac.md``, ``DIR/feynman_kac_<mode>.json`` (every run's record and the curves) and
+``DIR/figures/fk_*.png``. Default DIR: experiments/results. Modes: smoke (CI, seconds), reduced (default,
+3 seeds), full (10 seeds, M up to 10⁵).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from experiments.feynman_kac import figures
+from experiments.feynman_kac.experiment import run_experiment, summarise
+from experiments.feynman_kac.problem import Problem, settings_for
+from experiments.feynman_kac.report import markdown
+from experiments.toys.report import machine_info
+
+RESULTS = Path(__file__).resolve().parents[1] / "results"
+
+
+def _parse(argv: list[str] | None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    mode = p.add_mutually_exclusive_group()
+    mode.add_argument("--smoke", action="store_true", help="tiny run for CI (< 15 s)")
+    mode.add_argument("--full", action="store_true", help="10 seeds, M up to 100000")
+    p.add_argument("--out", type=Path, default=RESULTS, help="results folder (default experiments/results)")
+    return p.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> dict[str, Any]:
+    args = _parse(argv)
+    settings = settings_for("smoke" if args.smoke else "full" if args.full else "reduced")
+    problem = Problem()
+    out: Path = args.out
+    (out / "figures").mkdir(parents=True, exist_ok=True)
+    info = machine_info()
+    start = time.perf_counter()
+    result = run_experiment(problem, settings)
+    summary = summarise(result, settings)
+    figures.gap_figure(result, summary, problem, settings, out / "figures" / "fk_gap.png")
+    figures.validation_figure(result, out / "figures" / "fk_pde_validation.png")
+    json_name = f"feynman_kac_{settings.mode}.json"
+    command = "python -m experiments.feynman_kac.run" + "".join(
+        f" {a}" for a in (sys.argv[1:] if argv is None else argv))
+    payload = {
+        "mode": settings.mode, "seeds": list(settings.seeds), "command": command, "machine": info,
+        "problem": problem.__dict__, "settings": {k: v for k, v in settings.__dict__.items()},
+        "wall_s": time.perf_counter() - start, "json_name": json_name, "summary": summary, "result": result,
+    }
+    (out / json_name).write_text(json.dumps(payload, indent=1))
+    (out / "feynman_kac.md").write_text(markdown(payload, problem, settings))
+    print((out / "feynman_kac.md").read_text())
+    return payload
+
+
+if __name__ == "__main__":
+    torch.set_num_threads(1)
+    main()

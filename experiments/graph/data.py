@@ -1,0 +1,91 @@
+"""The graph tasks: features and operators built once per dataset, and the split masks.
+
+Random splits (COIN / Diff-ResNet protocol): the largest connected component, 20 labelled training nodes
+and 30 validation nodes per class drawn with `random_split(labels, seed)`, every other node is a test node.
+Planetoid public split: the whole graph, 140/500/1000 (Cora) or 120/500/1000 (Citeseer) nodes.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from cdflow.data.graphs import GraphData, load_graph, random_split
+from cdflow.data.planetoid import load_planetoid
+from cdflow.graph import laplacian_from_edges, spectral_bound
+from cdflow.models.baselines import gcn_adjacency
+from cdflow.models.batched import SparseRows
+
+
+@dataclass
+class Masks:
+    """Node indices of the training, validation and test sets."""
+
+    train: Tensor
+    val: Tensor
+    test: Tensor
+
+    @classmethod
+    def from_bool(cls, train: np.ndarray, val: np.ndarray, test: np.ndarray) -> Masks:
+        return cls(*(torch.from_numpy(np.flatnonzero(m)) for m in (train, val, test)))
+
+
+@dataclass
+class GraphTask:
+    """One dataset, ready for the batched models.
+
+    x: features as SparseRows; lap: the GCN-form Laplacian L = diag(Â·1) − Â (COIN / Diff-ResNet);
+    adj: Â = D̃^{-1/2}(A + I)D̃^{-1/2} (GCN / APPNP / SGC); lam_max: Lanczos estimate of λ_max(L).
+    public: the Planetoid public split when the task is the Planetoid graph.
+    """
+
+    name: str
+    data: GraphData
+    x: SparseRows
+    lap: SparseRows
+    adj: SparseRows
+    lam_max: float
+    public: Masks | None = None
+
+    @property
+    def y(self) -> Tensor:
+        return self.data.y
+
+    @property
+    def num_features(self) -> int:
+        return self.data.num_features
+
+    @property
+    def num_classes(self) -> int:
+        return self.data.num_classes
+
+    def masks(self, seed: int) -> Masks:
+        """The random split of `seed` (20 train / 30 validation per class), or the public split."""
+        if self.public is not None:
+            return self.public
+        return Masks.from_bool(*random_split(self.data.y, seed))
+
+
+def load_task(name: str, planetoid: bool = False, root: str | os.PathLike[str] | None = None) -> GraphTask:
+    """Cora / Citeseer with the authors' preprocessing (LCC), or the Planetoid graph with its public split."""
+    public = None
+    if planetoid:
+        data, train, val, test = load_planetoid(name, root)  # type: ignore[arg-type]
+        public = Masks.from_bool(train, val, test)
+    else:
+        data = load_graph(name, root)  # type: ignore[arg-type]
+    lap = laplacian_from_edges(data.edge_index, data.num_nodes, kind="gcn", dtype=torch.float32)
+    adj = gcn_adjacency(data.edge_index, data.num_nodes)
+    return GraphTask(
+        name=data.name,
+        data=data,
+        x=SparseRows.from_tensor(data.x),
+        lap=SparseRows.from_tensor(lap),
+        adj=SparseRows.from_tensor(adj),
+        lam_max=spectral_bound(lap).estimate,
+        public=public,
+    )

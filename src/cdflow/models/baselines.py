@@ -1,0 +1,147 @@
+"""Graph baselines in plain torch, K independent members at once (K = 1 is one model): log-probabilities
+[N, K, C]. Inputs are `SparseRows`: node features x and the GCN-normalised adjacency Â.
+
+    Â = D̃^{-1/2} (A + I) D̃^{-1/2},  D̃ = diag((A + I)·1)                       (Kipf & Welling)
+
+* `MLP`    dropout → x W₁ + b₁ → ReLU → dropout → W₂ (no graph)
+* `GCN`    dropout → Â x W₁ + b₁ → ReLU → dropout → Â h W₂ + b₂
+* `APPNP`  H = MLP(x);  Z ← (1 − α) Â Z + α H, n_iter times from Z = H       (Gasteiger et al.)
+* `SGC`    logits = (Â^K x) W + b, Â^K x computed once                        (Wu et al.)
+
+Dropout masks are independent per member (input dropout acts on the non-zeros of x).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from cdflow.graph import adjacency_from_edges, sparse_from_entries
+from cdflow.models.batched import BatchedLinear, SparseRows
+
+__all__ = ["APPNP", "GCN", "MLP", "SGC", "gcn_adjacency"]
+
+
+def gcn_adjacency(edge_index: Tensor, num_nodes: int, dtype: torch.dtype = torch.float32) -> Tensor:
+    """Â = D̃^{-1/2}(A + I)D̃^{-1/2} of an (unweighted, symmetrised) edge list, as a sparse COO tensor.
+
+    Existing self-loops are kept at weight 1 (no double counting)."""
+    a = adjacency_from_edges(edge_index, num_nodes, dtype=dtype).coalesce()
+    row, col = a.indices()
+    diag = torch.arange(num_nodes)
+    off = row != col
+    row, col = torch.cat([row[off], diag]), torch.cat([col[off], diag])
+    val = torch.cat([a.values()[off], torch.ones(num_nodes, dtype=dtype)])
+    deg = torch.zeros(num_nodes, dtype=dtype).index_add(0, row, val)
+    dis = deg.pow(-0.5)
+    return sparse_from_entries(row, col, dis[row] * val * dis[col], num_nodes)
+
+
+def _propagate(adj: SparseRows, h: Tensor) -> Tensor:
+    """Â h for h [N, K, H] (one sparse product over all members)."""
+    n, k, d = h.shape
+    return adj.mm(h.reshape(n, k * d)).view(n, k, d)
+
+
+class _Members(nn.Module):
+    """Shared `reset_parameters(gens)` over the BatchedLinear layers of a model."""
+
+    def reset_parameters(self, gens: Sequence[torch.Generator]) -> None:
+        for layer in self.modules():
+            if isinstance(layer, BatchedLinear):
+                layer.reset_parameters(gens)
+
+
+class MLP(_Members):
+    """Two-layer perceptron on the node features: logits = W₂ dropout(ReLU(W₁ dropout(x) + b₁)) + b₂."""
+
+    def __init__(self, in_features: int, num_classes: int, hidden: int = 64, dropout: float = 0.5, k: int = 1) -> None:
+        super().__init__()
+        self.k, self.dropout = k, dropout
+        self.l1 = BatchedLinear(k, in_features, hidden)
+        self.l2 = BatchedLinear(k, hidden, num_classes)
+
+    def logits(self, x: SparseRows) -> Tensor:
+        h = torch.relu(self.l1.forward_sparse(x, dropout=self.dropout))
+        return self.l2(F.dropout(h, self.dropout, self.training))
+
+    def forward(self, x: SparseRows, adj: SparseRows | None = None) -> Tensor:
+        return torch.log_softmax(self.logits(x), dim=-1)
+
+
+class GCN(_Members):
+    """Two-layer GCN: log_softmax(Â dropout(ReLU(Â dropout(x) W₁ + b₁)) W₂ + b₂)."""
+
+    def __init__(self, in_features: int, num_classes: int, hidden: int = 64, dropout: float = 0.8, k: int = 1) -> None:
+        super().__init__()
+        self.k, self.dropout = k, dropout
+        self.l1 = BatchedLinear(k, in_features, hidden, bias=False)
+        self.b1 = nn.Parameter(torch.zeros(k, hidden))
+        self.l2 = BatchedLinear(k, hidden, num_classes, bias=False)
+        self.b2 = nn.Parameter(torch.zeros(k, num_classes))
+
+    def reset_parameters(self, gens: Sequence[torch.Generator]) -> None:
+        super().reset_parameters(gens)
+        with torch.no_grad():
+            self.b1.zero_()
+            self.b2.zero_()
+
+    def forward(self, x: SparseRows, adj: SparseRows) -> Tensor:
+        h = torch.relu(_propagate(adj, self.l1.forward_sparse(x, dropout=self.dropout)) + self.b1)
+        h = _propagate(adj, self.l2(F.dropout(h, self.dropout, self.training))) + self.b2
+        return torch.log_softmax(h, dim=-1)
+
+
+class APPNP(_Members):
+    """MLP predictions H propagated by personalised PageRank: Z ← (1 − α) Â Z + α H, `n_iter` times."""
+
+    def __init__(
+        self,
+        in_features: int,
+        num_classes: int,
+        hidden: int = 64,
+        dropout: float = 0.5,
+        alpha: float = 0.1,
+        n_iter: int = 10,
+        k: int = 1,
+    ) -> None:
+        super().__init__()
+        self.k, self.alpha, self.n_iter = k, alpha, n_iter
+        self.mlp = MLP(in_features, num_classes, hidden, dropout, k)
+
+    def forward(self, x: SparseRows, adj: SparseRows) -> Tensor:
+        h = self.mlp.logits(x)
+        z = h
+        for _ in range(self.n_iter):
+            z = (1.0 - self.alpha) * _propagate(adj, z) + self.alpha * h
+        return torch.log_softmax(z, dim=-1)
+
+
+class SGC(_Members):
+    """Simplified graph convolution: logits = (Â^K x) W + b, with S = Â^K x computed once and cached."""
+
+    def __init__(self, in_features: int, num_classes: int, hops: int = 2, k: int = 1) -> None:
+        super().__init__()
+        self.k, self.hops = k, hops
+        self.lin = BatchedLinear(k, in_features, num_classes)
+        self._cache: tuple[tuple[int, int], Tensor] | None = None
+
+    def smoothed(self, x: SparseRows, adj: SparseRows) -> Tensor:
+        """S = Â^K x (dense [N, F]), cached for the same (x, Â)."""
+        key = (id(x), id(adj))
+        if self._cache is None or self._cache[0] != key:
+            with torch.no_grad():
+                s = x.to_dense().to(self.lin.weight.dtype)
+                for _ in range(self.hops):
+                    s = adj.mm(s)
+            self._cache = (key, s)
+        return self._cache[1]
+
+    def forward(self, x: SparseRows, adj: SparseRows) -> Tensor:
+        s = self.smoothed(x, adj)
+        w = self.lin.weight  # [K, F, C]
+        logits = (s @ w.permute(1, 0, 2).reshape(w.shape[1], -1)).view(s.shape[0], self.k, -1) + self.lin.bias
+        return torch.log_softmax(logits, dim=-1)
