@@ -12,9 +12,9 @@ import torch
 from torch import Tensor, nn
 
 from cdflow.models.diffusion_spec import DiffusionSpec
+from cdflow.models.graph_source import GraphSpec, LaplacianCache
 from cdflow.noise import NoiseDiffusion
 from cdflow.sde import check_sde, derive_seed, mean_field_spec, sample_paths, solve_sde
-from cdflow.models.graph_source import GraphSpec, LaplacianCache
 from cdflow.solve import solve
 from cdflow.solvers import SolverSpec
 from cdflow.splitting import DiffusionStats, split_solve
