@@ -50,3 +50,7 @@ clean:  ## remove run outputs (keeps .venv)
 
 bench: install  ## benchmark suite → benchmarks/results/latest.{md,json}; QUICK=1 for the one-minute smoke
 	$(BIN)/python -m benchmarks.run $(if $(QUICK),--quick)
+
+reproduce-toys: install  ## 2-D toys ± diffusion, XOR distance–diameter ratio, Feynman–Kac check (FULL=1: paper protocol)
+	$(BIN)/python -m experiments.toys.run $(if $(FULL),--full)
+	$(BIN)/python -m experiments.feynman_kac.run $(if $(FULL),--full)

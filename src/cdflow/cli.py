@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import sys
 import time
+import warnings
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -169,6 +170,8 @@ def run_cli(args: ArgsType = None) -> CdflowCLI:
 
 def main() -> None:
     """Entry point of the ``cdflow`` console script."""
+    # An upstream deprecation inside Lightning's pytree helpers, printed on every run with torch ≥ 2.10.
+    warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\).*")
     run_cli()
 
 

@@ -70,6 +70,10 @@ def make_logger(
             project=project, name=name or save_dir.resolve().name, save_dir=str(save_dir), log_model=False,
             entity=entity, group=group, tags=tags or None, mode=mode,
         )
+        # Lightning passes wandb.init an `anonymous` setting that current wandb only warns about.
+        init_kwargs = getattr(logger, "_wandb_init", None)
+        if isinstance(init_kwargs, dict) and init_kwargs.get("anonymous") is None:
+            init_kwargs.pop("anonymous", None)
         logger.experiment  # noqa: B018 — start the run now, so that a failure falls back before training
         return logger
     except Exception as err:  # noqa: BLE001 — any failure to start W&B must not cost the run
