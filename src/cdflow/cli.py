@@ -7,9 +7,14 @@
 
 Every run lives in ``--trainer.default_root_dir`` (default ``runs/cdflow``): ``checkpoints/`` (best by
 ``val/acc`` and ``last.ckpt``), ``wandb/`` (or ``csv/`` when W&B is off or fails), ``config.yaml`` and
-``figures/``. After ``fit`` the best checkpoint is tested and a summary printed (``--test_after_fit false``
-skips that). Invalid settings (e.g. ``--model.solver.method dopri9``) stop before any training with a
-message listing the valid choices.
+``figures/`` (drawn by the default ``trainer.callbacks``; a config that sets ``trainer.callbacks`` replaces
+them, ``--trainer.callbacks+=...`` appends). After ``fit`` the best checkpoint is tested and a summary
+printed (``--test_after_fit false`` skips that). Invalid settings (e.g. ``--model.solver.method dopri9``)
+stop before any training with a message listing the valid choices.
+
+The data module is required (``--data`` or a config); ``num_classes`` and ``input_shape`` come from it.
+A ready network replaces the default one with ``--model.model <class path> --model.model.<arg> ...``
+(its own sizes, e.g. ``in_features``, are not linked and must be given).
 """
 
 from __future__ import annotations
@@ -160,12 +165,16 @@ class CdflowCLI(LightningCLI):
 def run_cli(args: ArgsType = None) -> CdflowCLI:
     """Run the CLI on `args` (default: ``sys.argv``) and return it; cdflow errors exit with status 1."""
     try:
-        return CdflowCLI(args=args)
+        cli = CdflowCLI(args=args)
     except CdflowError as err:
+        finish_wandb(exit_code=1)
         print(f"cdflow: error: {type(err).__name__}: {err}", file=sys.stderr)
         raise SystemExit(1) from None
-    finally:
-        finish_wandb()
+    except BaseException:
+        finish_wandb(exit_code=1)
+        raise
+    finish_wandb()
+    return cli
 
 
 def main() -> None:

@@ -89,6 +89,7 @@ def test_sgc_formula_and_cache(graph):
     for k in range(3):
         w, b = member(model.lin, k)
         torch.testing.assert_close(out[:, k], torch.log_softmax(a @ a @ x @ w + b, -1))
+    torch.testing.assert_close(model._cache[1].to_dense(), a @ a @ x)
 
 
 @pytest.mark.parametrize("model_cls", [MLP, GCN, APPNP])

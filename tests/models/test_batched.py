@@ -12,6 +12,8 @@ from cdflow.models.batched import (
     BatchedDiffResNet,
     BatchedLinear,
     SparseRows,
+    dropout,
+    keep_mask,
     member_generators,
     stacked_nll,
 )
@@ -43,7 +45,7 @@ def test_sparse_rows_products_and_gradients():
     x = bag_of_words().double()
     rows = SparseRows.from_tensor(x)
     torch.testing.assert_close(rows.to_dense(), x)
-    for width in (5, 300):  # CSR path and bag-sum path
+    for width in (5, 300):
         w = torch.randn(30, width, dtype=torch.float64, requires_grad=True)
         g = torch.randn(40, width, dtype=torch.float64)
         (rows.mm(w) * g).sum().backward()
@@ -189,3 +191,16 @@ def test_batched_cdnet_members_are_independent(graph):
     stacked_nll(fixed(rows, lap_rows), y, torch.arange(5))[1].backward()
     g = fixed.inp.weight.grad
     assert g[1].abs().max() > 0 and g[0].abs().max() == 0 and g[2].abs().max() == 0
+
+
+@pytest.mark.parametrize("p", [0.25, 0.35, 0.8])
+def test_keep_mask_rate_and_scale(p):
+    torch.manual_seed(0)
+    mask = keep_mask((300, 7, 11), p)
+    assert mask.dtype == torch.bool and mask.shape == (300, 7, 11)
+    rate = float(mask.float().mean())
+    assert abs(rate - (1 - p)) < 4 * (p * (1 - p) / mask.numel()) ** 0.5
+    h = torch.ones(5, 4)
+    assert dropout(h, p, training=False) is h
+    values = torch.unique(dropout(torch.ones(50, 50), p))
+    torch.testing.assert_close(values, torch.tensor([0.0, 1.0 / (1.0 - p)]))

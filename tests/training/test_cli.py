@@ -126,3 +126,15 @@ def test_logger_false_and_test_subcommand(tmp_path):
     cli = run_cli(["test", *_quick(root), "--trainer.logger", "false", "--ckpt_path",
                    str(root / "checkpoints" / "last.ckpt")])
     assert cli.trainer.state.fn == "test"
+
+
+def test_a_ready_model_plugs_in_from_the_command_line(tmp_path, require_data):
+    require_data("gnn-benchmark", "cora.npz")
+    root = tmp_path / "coin"
+    cli = run_cli(["fit", "--config", str(CONFIGS / "cora.yaml"), "--trainer.default_root_dir", str(root),
+                   "--trainer.max_epochs", "2", "--trainer.enable_progress_bar", "false",
+                   "--model.model", "cdflow.models.coin.COIN", "--model.model.in_features", "1433",
+                   "--model.model.num_classes", "7"])
+    assert type(cli.model.net).__name__ == "COIN"
+    rows = _metrics(root)
+    assert _column(rows, "train/laplacian_products") and _column(rows, "test/acc")

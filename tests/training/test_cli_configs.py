@@ -12,10 +12,13 @@ from cdflow.cli import run_cli
 CONFIGS = sorted((Path(__file__).resolve().parents[2] / "experiments" / "configs").glob("*.yaml"))
 # Smaller batches keep the conv ODE of the image configs cheap on CPU; the model is the configured one.
 SMALL_BATCH = {"mnist.yaml": 8, "fashion_mnist.yaml": 8}
+DATA = {"mnist.yaml": ("mnist",), "fashion_mnist.yaml": ("fashion-mnist",), "cora.yaml": ("gnn-benchmark", "cora.npz")}
 
 
 @pytest.mark.parametrize("config", CONFIGS, ids=lambda p: p.name)
-def test_config_fast_dev_run(config, tmp_path, monkeypatch):
+def test_config_fast_dev_run(config, tmp_path, monkeypatch, require_data):
+    if config.name in DATA:
+        require_data(*DATA[config.name])
     monkeypatch.setenv("WANDB_MODE", "disabled")
     monkeypatch.setattr(sys, "argv", ["cdflow"])
     args = ["fit", "--config", str(config), "--trainer.default_root_dir", str(tmp_path),

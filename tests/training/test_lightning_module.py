@@ -89,13 +89,15 @@ def test_transductive_stages_score_their_own_masks(tmp_path):
         assert logits.shape[0] == int(batch[key].sum()) and torch.equal(y, batch["y"][batch[key]])
 
 
-def test_cora_full_batch_fast_dev_run(tmp_path):
+def test_cora_full_batch_fast_dev_run(tmp_path, require_data):
+    require_data("gnn-benchmark", "cora.npz")
     dm = GraphDataModule("cora")
     rec = _fit_and_test(tmp_path, _classifier(dm, dropout=0.5), dm, fast_dev_run=True)
     assert rec.train[-1]["train/nfe_forward"] == 8 and "test/acc" in rec.test
 
 
-def test_mnist_conv_ode_limited_batches(tmp_path):
+def test_mnist_conv_ode_limited_batches(tmp_path, require_data):
+    require_data("mnist")
     dm = MNISTDataModule(batch_size=32, val_size=100)
     model = _classifier(dm, encoder="conv", velocity="conv", hidden=8, width=8, activation="relu")
     rec = _fit_and_test(
@@ -132,7 +134,8 @@ def test_plug_in_model_stats_are_summed_over_blocks(tmp_path):
     assert model.net is net and net.seen_edges and all(e is None for e in net.seen_edges)
 
 
-def test_graph_batches_pass_edge_index_to_graph_aware_models():
+def test_graph_batches_pass_edge_index_to_graph_aware_models(require_data):
+    require_data("gnn-benchmark", "cora.npz")
     dm = GraphDataModule("cora")
     dm.setup()
     net = TwoBlocks(dm.num_features, dm.num_classes)

@@ -66,3 +66,35 @@ def test_invalid_combinations(shape, kwargs, match):
 def test_one_class_is_rejected():
     with pytest.raises(ConfigError, match="num_classes"):
         build_classifier((4,), 1, EULER)
+
+
+class _Reporter(torch.nn.Module):
+    """A network that reports the summed stats of its own blocks (like ConvectionDiffusionNet)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.inner = build_classifier((3,), 2, EULER, hidden=3, width=3)
+
+    @property
+    def stats(self):
+        return self.inner.block.stats
+
+    def forward(self, x):
+        return self.inner(x)
+
+
+def test_stats_of_a_reporting_module_are_not_counted_twice():
+    outer = torch.nn.Sequential(_Reporter())
+    outer(torch.randn(2, 3))
+    assert solve_stats(outer).nfe_forward == 2
+
+
+def test_diffusion_products_are_summed():
+    from cdflow.splitting import DiffusionStats
+    from cdflow.training.stats import diffusion_products
+
+    net = torch.nn.Sequential(torch.nn.Linear(2, 2), torch.nn.Linear(2, 2))
+    assert diffusion_products(net) is None
+    net[0].diffusion_stats = DiffusionStats(products=3, backward_products=1)
+    net[1].diffusion_stats = DiffusionStats(products=4)
+    assert diffusion_products(net) == (7, 1)

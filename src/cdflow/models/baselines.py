@@ -16,11 +16,10 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 
 from cdflow.graph import adjacency_from_edges, sparse_from_entries
-from cdflow.models.batched import BatchedLinear, SparseRows
+from cdflow.models.batched import BatchedLinear, SparseRows, dropout
 
 __all__ = ["APPNP", "GCN", "MLP", "SGC", "gcn_adjacency"]
 
@@ -66,7 +65,7 @@ class MLP(_Members):
 
     def logits(self, x: SparseRows) -> Tensor:
         h = torch.relu(self.l1.forward_sparse(x, dropout=self.dropout))
-        return self.l2(F.dropout(h, self.dropout, self.training))
+        return self.l2(dropout(h, self.dropout, self.training))
 
     def forward(self, x: SparseRows, adj: SparseRows | None = None) -> Tensor:
         return torch.log_softmax(self.logits(x), dim=-1)
@@ -91,7 +90,7 @@ class GCN(_Members):
 
     def forward(self, x: SparseRows, adj: SparseRows) -> Tensor:
         h = torch.relu(_propagate(adj, self.l1.forward_sparse(x, dropout=self.dropout)) + self.b1)
-        h = _propagate(adj, self.l2(F.dropout(h, self.dropout, self.training))) + self.b2
+        h = _propagate(adj, self.l2(dropout(h, self.dropout, self.training))) + self.b2
         return torch.log_softmax(h, dim=-1)
 
 
@@ -121,27 +120,25 @@ class APPNP(_Members):
 
 
 class SGC(_Members):
-    """Simplified graph convolution: logits = (Â^K x) W + b, with S = Â^K x computed once and cached."""
+    """Simplified graph convolution: logits = (Â^K x) W + b, with S = Â^K x computed once and cached as
+    sparse rows (S keeps the sparsity of the K-hop neighbourhoods: 20% non-zero on Cora, 9% on Citeseer)."""
 
     def __init__(self, in_features: int, num_classes: int, hops: int = 2, k: int = 1) -> None:
         super().__init__()
         self.k, self.hops = k, hops
         self.lin = BatchedLinear(k, in_features, num_classes)
-        self._cache: tuple[tuple[int, int], Tensor] | None = None
+        self._cache: tuple[tuple[int, int], SparseRows] | None = None
 
-    def smoothed(self, x: SparseRows, adj: SparseRows) -> Tensor:
-        """S = Â^K x (dense [N, F]), cached for the same (x, Â)."""
+    def smoothed(self, x: SparseRows, adj: SparseRows) -> SparseRows:
+        """S = Â^K x, cached for the same (x, Â)."""
         key = (id(x), id(adj))
         if self._cache is None or self._cache[0] != key:
             with torch.no_grad():
                 s = x.to_dense().to(self.lin.weight.dtype)
                 for _ in range(self.hops):
                     s = adj.mm(s)
-            self._cache = (key, s)
+            self._cache = (key, SparseRows.from_tensor(s))
         return self._cache[1]
 
     def forward(self, x: SparseRows, adj: SparseRows) -> Tensor:
-        s = self.smoothed(x, adj)
-        w = self.lin.weight  # [K, F, C]
-        logits = (s @ w.permute(1, 0, 2).reshape(w.shape[1], -1)).view(s.shape[0], self.k, -1) + self.lin.bias
-        return torch.log_softmax(logits, dim=-1)
+        return torch.log_softmax(self.lin.forward_sparse(self.smoothed(x, adj)), dim=-1)

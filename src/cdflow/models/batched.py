@@ -34,8 +34,6 @@ from cdflow.splitting import DiffusionStats, diffuse
 from cdflow.stats import SolveStats
 from cdflow.terms import Convection, Drift, GraphDiffusion
 
-_BAG_MIN_COLS = 256
-
 __all__ = [
     "BatchedCDNet",
     "BatchedCOIN",
@@ -44,9 +42,34 @@ __all__ = [
     "BatchedMLPVelocity",
     "RowsGraphDiffusion",
     "SparseRows",
+    "dropout",
+    "keep_mask",
     "member_generators",
     "stacked_nll",
 ]
+
+
+# --------------------------------------------------------------------------------------------------------
+# dropout
+# --------------------------------------------------------------------------------------------------------
+def keep_mask(shape: tuple[int, ...], p: float) -> Tensor:
+    """Boolean dropout mask: True (keep) with probability 1 − p (p rounded to a multiple of 2⁻¹⁶).
+
+    Drawn as 16-bit integers, three per 64-bit draw of the default generator (whose top bit is always 0,
+    so the fourth 16-bit word is not used): about 3× faster than `F.dropout`'s Bernoulli draws on CPU.
+    """
+    if not 0.0 <= p < 1.0:
+        raise ConfigError(f"dropout probability must be in [0, 1), got {p}")
+    n = math.prod(shape)
+    words = torch.empty(-(-n // 3), dtype=torch.int64).random_().view(torch.int16).view(-1, 4)
+    return (words[:, :3] >= round(p * 65536) - 32768).view(-1)[:n].view(shape)
+
+
+def dropout(h: Tensor, p: float, training: bool = True) -> Tensor:
+    """Inverted dropout h ⊙ m / (1 − p), m = keep_mask(h.shape, p); the identity when not training or p = 0."""
+    if not training or p == 0.0:
+        return h
+    return (h * keep_mask(tuple(h.shape), p)).mul_(1.0 / (1.0 - p))
 
 
 # --------------------------------------------------------------------------------------------------------
@@ -103,17 +126,15 @@ class SparseRows:
         return out
 
     def mm(self, w: Tensor) -> Tensor:
-        """x W for W [F, M] → [N, M], differentiable w.r.t. W (dW = xᵀ dY).
+        """x W for W [F, M] → [N, M] by bag sums, differentiable w.r.t. W (dW = xᵀ dY, bag sums over xᵀ).
 
-        Wide W (M ≥ 256, e.g. a feature layer) uses bag sums; narrow W uses CSR products.
+        On CPU this beats torch's CSR and COO products at every width we use (7 to 1,433 columns), and its
+        backward needs no transposition.
         """
         if w.shape[0] != self.n_cols:
             raise DataError(f"x is [N, {self.n_cols}] but W has {w.shape[0]} rows")
-        if w.shape[1] >= _BAG_MIN_COLS:
-            return _BagMM.apply(w, self.offsets, self.cols, self.vals.to(w.dtype), self.t_offsets, self.t_cols,
-                                self.t_vals.to(w.dtype))
-        csr, csr_t = self.csr(w.dtype)
-        return _CSRMM.apply(w, csr, csr_t)
+        return _BagMM.apply(w, self.offsets, self.cols, self.vals.to(w.dtype), self.t_offsets, self.t_cols,
+                            self.t_vals.to(w.dtype))
 
     def csr(self, dtype: torch.dtype = torch.float32) -> tuple[Tensor, Tensor]:
         """(x, xᵀ) as torch sparse CSR tensors of `dtype` (cached)."""
@@ -147,12 +168,10 @@ class SparseRows:
         [K, F, H] → [N, K, H]. Dropped entries are zeroed, kept ones scaled by 1/(1−p)."""
         if not training or p == 0.0:
             return self.mm_stacked(w)
-        if not 0.0 <= p < 1.0:
-            raise ConfigError(f"dropout probability must be in [0, 1), got {p}")
         k, f, h = w.shape
         idx, off, src, t_idx, t_off, order = self._expand(k)
-        keep = (torch.rand(k, self.nnz, dtype=w.dtype, device=w.device) >= p).to(w.dtype) / (1.0 - p)
-        psw = (self.vals.to(w.dtype)[None, :] * keep).reshape(-1)[src]
+        keep = keep_mask((k, self.nnz), p)
+        psw = (self.vals.to(w.dtype)[None, :] * keep * (1.0 / (1.0 - p))).reshape(-1)[src]
         out = _BagMM.apply(w.reshape(k * f, h), off, idx, psw, t_off, t_idx, psw[order])
         return out.view(self.n_rows, k, h)
 
@@ -174,19 +193,6 @@ class SparseRows:
             t_off = torch.cumsum(t_counts, 0) - t_counts
             self._expanded[k] = (idx, off, src, bag_sorted[order], t_off, order)
         return self._expanded[k]
-
-
-class _CSRMM(torch.autograd.Function):
-    """y = x W with x in CSR; dW = xᵀ dy with xᵀ in CSR (no transposition at backward time)."""
-
-    @staticmethod
-    def forward(ctx, w, csr, csr_t):  # type: ignore[override]
-        ctx.csr_t = csr_t
-        return csr @ w
-
-    @staticmethod
-    def backward(ctx, grad):  # type: ignore[override]
-        return ctx.csr_t @ grad.contiguous(), None, None
 
 
 class _BagMM(torch.autograd.Function):
@@ -272,7 +278,7 @@ def _diffuse_columns(
     if integrator == "explicit":
         step = tau * n_steps / n_steps  # the same rounding as cdflow.splitting.diffuse(..., "explicit")
         for _ in range(n_steps):
-            flat = flat - step * lap.mm(flat)
+            flat = torch.add(flat, lap.mm(flat), alpha=-step)
         stats = DiffusionStats(products=n_steps, substeps=n_steps)
     else:
         flat, stats = diffuse(flat, lap.to_torch(u.dtype), 1.0, tau * n_steps, method)
@@ -473,11 +479,11 @@ class BatchedDiffResNet(nn.Module):
             n, k, c = h.shape
             if self.integrator == "explicit":
                 for _ in range(self.n_steps):
-                    flat = F.dropout(h, self.dropout, self.training).reshape(n, k * c)
-                    h = (flat - self.tau * lap.mm(flat)).view(n, k, c)
+                    flat = dropout(h, self.dropout, self.training).reshape(n, k * c)
+                    h = torch.add(flat, lap.mm(flat), alpha=-self.tau).view(n, k, c)
                 self.diffusion_stats = DiffusionStats(products=self.n_steps, substeps=self.n_steps)
             else:
-                h = F.dropout(h, self.dropout, self.training)
+                h = dropout(h, self.dropout, self.training)
                 h, self.diffusion_stats = _diffuse_columns(h, lap, self.tau, self.n_steps, "split", self.method)
         return torch.log_softmax(self.out(h), dim=-1)
 
@@ -554,7 +560,7 @@ class BatchedCDNet(nn.Module):
         self.out.reset_parameters(gens)
 
     def forward(self, x: SparseRows, lap: SparseRows) -> Tensor:
-        h = F.dropout(torch.relu(self.inp.forward_sparse(x)), self.dropout, self.training)
+        h = dropout(torch.relu(self.inp.forward_sparse(x)), self.dropout, self.training)
         self.graph_term.set_rows(lap)
         sol = solve(self.drift, h, self.solver)
         self.stats = sol.stats

@@ -1,7 +1,16 @@
-"""Training: the LightningModule, its default networks, loggers, figure callbacks and solver statistics."""
+"""Training: the LightningModule, its default networks, loggers, figure callbacks and solver statistics.
 
+The ``cdflow`` command (:mod:`cdflow.cli`) wires these together; figure callbacks live in
+:mod:`cdflow.training.callbacks` (imported on demand: they load matplotlib).
+"""
+
+from cdflow.training.loggers import make_logger, wandb_mode
 from cdflow.training.module import ContinuousDepthClassifier
 from cdflow.training.networks import EncodeFlowHead, build_classifier
-from cdflow.training.stats import solve_stats
+from cdflow.training.stats import diffusion_products, solve_stats
+from cdflow.training.wandb_offline import OfflineRun, read_offline_run
 
-__all__ = ["ContinuousDepthClassifier", "EncodeFlowHead", "build_classifier", "solve_stats"]
+__all__ = [
+    "ContinuousDepthClassifier", "EncodeFlowHead", "OfflineRun", "build_classifier", "diffusion_products",
+    "make_logger", "read_offline_run", "solve_stats", "wandb_mode",
+]

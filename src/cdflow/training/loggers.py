@@ -82,14 +82,14 @@ def make_logger(
         return csv_logger(save_dir)
 
 
-def finish_wandb() -> None:
+def finish_wandb(exit_code: int | None = None) -> None:
     """Finish the current W&B run, if any, so that its summary and files are written (offline runs too)."""
     try:
         import wandb
     except ImportError:
         return
     if wandb.run is not None:
-        wandb.finish()
+        wandb.finish(exit_code=exit_code)
 
 
 def describe_logger(logger: Logger) -> str:

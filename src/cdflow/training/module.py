@@ -21,7 +21,7 @@ from cdflow.errors import ConfigError
 from cdflow.solvers import SolverSpec
 from cdflow.training.networks import ActivationName, EncoderKind, VelocityKind, build_classifier
 from cdflow.training.optim import OptimizerName, SchedulerName, build_optimizer, build_scheduler
-from cdflow.training.stats import solve_stats
+from cdflow.training.stats import diffusion_products, solve_stats
 
 _MASKS = {"train": "train_mask", "val": "val_mask", "test": "test_mask"}
 
@@ -39,7 +39,8 @@ class ContinuousDepthClassifier(L.LightningModule):
     Logged: ``{train,val,test}/loss`` and ``/acc``; after every training step ``train/nfe_forward``,
     ``train/steps`` (and ``train/steps_rejected`` for adaptive methods), and after its backward pass
     ``train/nfe_backward``, summed over all blocks exposing ``.stats``; ``val/nfe_forward`` and
-    ``test/nfe_forward`` per epoch.
+    ``test/nfe_forward`` per epoch; for networks exposing ``.diffusion_stats`` (COIN, Diff-ResNet) also
+    ``{stage}/laplacian_products`` and ``train/laplacian_products_backward``.
 
     Args:
         num_classes: number of classes (linked from the DataModule by the CLI).
@@ -135,10 +136,13 @@ class ContinuousDepthClassifier(L.LightningModule):
         return self(x), y
 
     def _log_forward_stats(self, stage: str, on_step: bool) -> None:
+        opts = {"on_step": on_step, "on_epoch": not on_step, "batch_size": 1}
+        products = diffusion_products(self.net)
+        if products is not None:
+            self.log(f"{stage}/laplacian_products", float(products[0]), **opts)
         stats = solve_stats(self.net)
         if stats is None:
             return
-        opts = {"on_step": on_step, "on_epoch": not on_step, "batch_size": 1}
         self.log(f"{stage}/nfe_forward", float(stats.nfe_forward), prog_bar=stage == "train", **opts)
         if stage == "train":
             self.log("train/steps", float(stats.steps), **opts)
@@ -160,6 +164,10 @@ class ContinuousDepthClassifier(L.LightningModule):
         stats = solve_stats(self.net)
         if stats is not None:
             self.log("train/nfe_backward", float(stats.nfe_backward), prog_bar=True, on_step=True, on_epoch=False,
+                     batch_size=1)
+        products = diffusion_products(self.net)
+        if products is not None:
+            self.log("train/laplacian_products_backward", float(products[1]), on_step=True, on_epoch=False,
                      batch_size=1)
 
     def _eval_step(self, batch: Any, stage: str) -> dict[str, Tensor]:

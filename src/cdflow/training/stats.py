@@ -1,21 +1,49 @@
-"""Solver statistics of a model: the sum over its continuous-depth blocks of their last solve."""
+"""Work counters of a model's last call, summed over its sub-modules.
+
+* `solve_stats`: the `SolveStats` (ODE/SDE function evaluations and steps) of every sub-module exposing a
+  ``.stats`` (each `ContinuousDepth`, `ConvectionDiffusionNet`, …).
+* `diffusion_products`: Laplacian products of every sub-module exposing ``.diffusion_stats`` (COIN,
+  Diff-ResNet, split integrators).
+
+A module's counters are taken as a whole: sub-modules of a module that reports them are not added again.
+Each module keeps the counters of its latest call, so read them right after a forward pass (forward
+counts) or right after ``backward()`` (backward counts too).
+"""
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+
 from torch import nn
 
+from cdflow.splitting import DiffusionStats
 from cdflow.stats import SolveStats
 
 
-def solve_stats(model: nn.Module) -> SolveStats | None:
-    """Sum of the `SolveStats` of every sub-module exposing ``.stats`` (e.g. each `ContinuousDepth`).
+def _outermost(model: nn.Module, attr: str, kind: type) -> Iterator[object]:
+    """Values of `attr` of type `kind` on `model`'s sub-modules, skipping those inside a reporting module."""
+    taken: list[str] = []
+    for name, module in model.named_modules():
+        if any(name.startswith(prefix) for prefix in taken):
+            continue
+        value = getattr(module, attr, None)
+        if isinstance(value, kind):
+            taken.append(f"{name}." if name else "")
+            yield value
 
-    Each block keeps the statistics of its latest call, so read this right after a forward pass (forward
-    counts) or right after ``backward()`` (backward counts too). ``None`` when no block has solved yet.
-    """
+
+def solve_stats(model: nn.Module) -> SolveStats | None:
+    """Sum of the sub-modules' `SolveStats`; ``None`` when no block has solved yet."""
     total: SolveStats | None = None
-    for module in model.modules():
-        stats = getattr(module, "stats", None)
-        if isinstance(stats, SolveStats):
-            total = stats if total is None else total.merge(stats)
+    for stats in _outermost(model, "stats", SolveStats):
+        assert isinstance(stats, SolveStats)
+        total = stats if total is None else total.merge(stats)
     return total
+
+
+def diffusion_products(model: nn.Module) -> tuple[int, int] | None:
+    """(forward, backward) Laplacian products summed over the sub-modules' `DiffusionStats`, or ``None``."""
+    found = [s for s in _outermost(model, "diffusion_stats", DiffusionStats) if isinstance(s, DiffusionStats)]
+    if not found:
+        return None
+    return sum(s.products for s in found), sum(s.backward_products for s in found)
