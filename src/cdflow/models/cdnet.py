@@ -92,6 +92,7 @@ class ConvectionDiffusionNet(nn.Module):
         return self.diffusion.gamma
 
     def forward(self, x: Tensor, edge_index: Tensor | None = None) -> Tensor:
+        x = x.reshape(x.shape[0], -1) if x.dim() > 2 else x
         z = self.encoder(x)
         kind, integ = self.diffusion.kind, self.diffusion.integrator
         if kind == "noise":

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import inspect
+import math
 import warnings
 from typing import Any
 
@@ -18,6 +19,9 @@ from torch import Tensor, nn
 from torchmetrics.classification import MulticlassAccuracy
 
 from cdflow.errors import ConfigError
+from cdflow.models.cdnet import ConvectionDiffusionNet
+from cdflow.models.diffusion_spec import DiffusionSpec
+from cdflow.models.graph_source import GraphSpec
 from cdflow.solvers import SolverSpec
 from cdflow.training.networks import ActivationName, EncoderKind, VelocityKind, build_classifier
 from cdflow.training.optim import OptimizerName, SchedulerName, build_optimizer, build_scheduler
@@ -56,6 +60,11 @@ class ContinuousDepthClassifier(L.LightningModule):
             (to 0 over ``trainer.max_epochs``).
         milestones, lr_gamma: the multistep schedule.
         label_smoothing: cross-entropy label smoothing.
+        diffusion: ``--model.diffusion.kind none|noise|graph`` and its integrator (``drift|explicit|split``),
+            γ, steps, noise ς and Monte Carlo samples (see `cdflow.models.DiffusionSpec`); with a kind other
+            than ``none`` the network is a `ConvectionDiffusionNet` on vector states.
+        graph: where the Laplacian comes from (``--model.graph.source knn|edges``, k, Laplacian kind).
+        seed: seed of the SDE's Brownian paths (add the rank under DDP).
         model: a ready network replacing the default one.
     """
 
@@ -80,12 +89,19 @@ class ContinuousDepthClassifier(L.LightningModule):
         milestones: list[int] | None = None,
         lr_gamma: float = 0.1,
         label_smoothing: float = 0.0,
+        diffusion: DiffusionSpec = DiffusionSpec(),  # noqa: B008 — config value, copied below
+        graph: GraphSpec = GraphSpec(source="knn"),  # noqa: B008 — config value, copied below
+        seed: int = 0,
         model: nn.Module | None = None,
     ) -> None:
         super().__init__()
         spec = SolverSpec(**solver) if isinstance(solver, dict) else dataclasses.replace(solver)
+        diff_spec = DiffusionSpec(**diffusion) if isinstance(diffusion, dict) else dataclasses.replace(diffusion)
+        graph_spec = GraphSpec(**graph) if isinstance(graph, dict) else dataclasses.replace(graph)
         # Plain values in the hyper-parameters, so that checkpoints load with torch.load(weights_only=True).
         solver = dataclasses.asdict(spec)  # noqa: F841 — read by save_hyperparameters from this frame
+        diffusion = dataclasses.asdict(diff_spec)  # noqa: F841 — read by save_hyperparameters
+        graph = dataclasses.asdict(graph_spec)  # noqa: F841 — read by save_hyperparameters
         with warnings.catch_warnings():
             warnings.filterwarnings("ignore", message=".*is an instance of `nn.Module`.*")
             self.save_hyperparameters()
@@ -97,6 +113,7 @@ class ContinuousDepthClassifier(L.LightningModule):
             tuple(input_shape) if input_shape is not None else None
         )
         self.solver = spec  # a copy: the default blocks share it, the caller may reuse theirs
+        self.diffusion, self.graph, self.seed = diff_spec, graph_spec, seed
         self.net_config: dict[str, Any] = {
             "encoder": encoder, "hidden": hidden, "velocity": velocity, "width": width, "depth": depth,
             "activation": activation, "time_input": time_input, "dropout": dropout,
@@ -117,6 +134,18 @@ class ContinuousDepthClassifier(L.LightningModule):
         """The default network from the constructor arguments; override in a subclass to build another."""
         if self.input_shape is None:
             raise ConfigError("input_shape is required to build the default network (or pass model=...)")
+        if self.diffusion.kind != "none":
+            cfg = self.net_config
+            if cfg["encoder"] == "conv" or cfg["velocity"] == "conv":
+                raise ConfigError(
+                    f"diffusion.kind={self.diffusion.kind!r} acts on vector states: use the mlp velocity with a "
+                    "linear encoder (images are flattened), or diffusion.kind none for the conv ODE"
+                )
+            return ConvectionDiffusionNet(
+                math.prod(self.input_shape), self.num_classes, hidden=cfg["hidden"], width=cfg["width"],
+                depth=cfg["depth"], activation=cfg["activation"], solver=self.solver, diffusion=self.diffusion,
+                graph=self.graph, dropout=cfg["dropout"], seed=self.seed,
+            )
         return build_classifier(self.input_shape, self.num_classes, self.solver, **self.net_config)
 
     def forward(self, x: Tensor, edge_index: Tensor | None = None) -> Tensor:
