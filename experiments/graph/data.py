@@ -2,6 +2,8 @@
 
 Random splits (COIN / Diff-ResNet protocol): the largest connected component, 20 labelled training nodes
 and 30 validation nodes per class drawn with `random_split(labels, seed)`, every other node is a test node.
+Split i uses the i-th seed of the Diff-ResNet reference code (`graph/train.py`:
+``np.random.RandomState(42).randint(0, 1000000, 100)``), so the splits are the reference's splits.
 Planetoid public split: the whole graph, 140/500/1000 (Cora) or 120/500/1000 (Citeseer) nodes.
 """
 
@@ -19,6 +21,9 @@ from cdflow.data.planetoid import load_planetoid
 from cdflow.graph import laplacian_from_edges, spectral_bound
 from cdflow.models.baselines import gcn_adjacency
 from cdflow.models.batched import SparseRows
+
+#: The split seeds of the reference code, in order (split i of any protocol uses SPLIT_SEEDS[i]).
+SPLIT_SEEDS: tuple[int, ...] = tuple(int(s) for s in np.random.RandomState(42).randint(0, 1_000_000, 100))
 
 
 @dataclass
@@ -63,11 +68,12 @@ class GraphTask:
     def num_classes(self) -> int:
         return self.data.num_classes
 
-    def masks(self, seed: int) -> Masks:
-        """The random split of `seed` (20 train / 30 validation per class), or the public split."""
+    def masks(self, split: int) -> Masks:
+        """Random split number `split` (seed SPLIT_SEEDS[split]; 20 train / 30 validation per class), or the
+        public split."""
         if self.public is not None:
             return self.public
-        return Masks.from_bool(*random_split(self.data.y, seed))
+        return Masks.from_bool(*random_split(self.data.y, SPLIT_SEEDS[split]))
 
 
 def load_task(name: str, planetoid: bool = False, root: str | os.PathLike[str] | None = None) -> GraphTask:

@@ -4,9 +4,10 @@ Per epoch e, with θ_e the current weights of every member k:
 
 1. validation loss ℓ_k and accuracy a_k of θ_e (from the training forward when the model has no dropout,
    else from an evaluation forward without gradients);
-2. member k improves when ℓ_k < best ℓ_k or a_k > best a_k: then best ℓ_k ← min, best a_k ← max, its
+2. member k improves when ℓ_k ≤ best ℓ_k or a_k ≥ best a_k (non-strict, as the Diff-ResNet reference code
+   `graph/train.py`: a tie in validation accuracy also counts): then best ℓ_k ← min, best a_k ← max, its
    counter ← 0 and its best state ← θ_e; otherwise its counter grows; it stops when the counter reaches
-   the patience;
+   the patience (a non-finite ℓ_k never improves);
 3. one Adam step on Σ_k over running members of the mean training NLL of member k.
 
 Training ends when every member has stopped (or at max_epochs); each member's best state is restored
@@ -63,7 +64,7 @@ def fit_members(
     k = params[0].shape[0]
     if any(p.shape[0] != k for p in params):
         raise ValueError("every parameter of a batched model must have the member axis first")
-    opt = torch.optim.Adam(params, lr=training.lr, weight_decay=training.weight_decay)
+    opt = torch.optim.Adam(params, lr=training.lr, weight_decay=training.weight_decay, fused=True)
     best = [p.detach().clone() for p in params]
     best_loss = torch.full((k,), math.inf)
     best_acc = torch.full((k,), -1.0)
@@ -84,15 +85,17 @@ def fit_members(
         with torch.no_grad():
             val_loss = stacked_nll(ev, y, masks.val)
             val_acc = accuracy(ev, y, masks.val)
-            improved = running & ((val_loss < best_loss) | (val_acc > best_acc))
+            finite = torch.isfinite(val_loss)
+            improved = running & finite & ((val_loss <= best_loss) | (val_acc >= best_acc))
             best_loss = torch.where(improved, torch.fmin(best_loss, val_loss), best_loss)
             best_acc = torch.where(improved, torch.fmax(best_acc, val_acc), best_acc)
             counter = torch.where(improved, 0, counter + 1)
             if improved.any():
-                idx = improved.nonzero().flatten()
-                for p, b in zip(params, best):
-                    b.index_copy_(0, idx, p.detach().index_select(0, idx))
-                best_epoch[idx] = epoch
+                idx = improved.nonzero().flatten().tolist()
+                for p, b in zip(params, best):  # member by member: no temporary copies of COIN's big W₁
+                    for i in idx:
+                        b[i].copy_(p[i])
+                best_epoch[improved] = epoch
             stop = running & (counter >= training.patience)
             epochs[stop] = epoch + 1
             running &= ~stop

@@ -1,7 +1,8 @@
 """One unit of work: a model row trained on one split for a group of initialisations (one batched model).
 
-Seeds: the random split of split seed s is `random_split(labels, s)`; initialisation i of split s has seed
-1000·s + i (the Planetoid split uses s = 0), the same for every row, so rows are paired by initialisation.
+Seeds: random split s is `random_split(labels, SPLIT_SEEDS[s])` (the reference code's split seeds);
+initialisation i of split s has seed 1000·s + i (the Planetoid split uses s = 0), the same for every row,
+so rows are paired by initialisation.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ import torch
 
 from cdflow.models.batched import BatchedCOIN, member_generators
 from experiments.graph.configs import ModelSpec, Training
-from experiments.graph.data import GraphTask, load_task
+from experiments.graph.data import SPLIT_SEEDS, GraphTask, load_task
 from experiments.graph.train import fit_members
 
 _TASKS: dict[tuple[str, bool], GraphTask] = {}
@@ -64,6 +65,7 @@ def run_unit(unit: Unit) -> list[dict[str, Any]]:
             "label": unit.spec.label,
             "kwargs": unit.spec.kwargs,
             "split": unit.split,
+            "split_seed": None if unit.public else SPLIT_SEEDS[unit.split],
             "init": unit.inits[i],
             "init_seed": seed,
             "members_in_batch": len(seeds),

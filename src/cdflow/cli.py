@@ -2,11 +2,14 @@
 
     cdflow fit --config experiments/configs/digits.yaml --model.solver.method rk4 --model.solver.step_size 0.1
     cdflow fit --config experiments/configs/digits.yaml --ckpt_path last        # resume
+    cdflow fit ... --last_checkpoint.every_n_train_steps 50                     # also save last.ckpt mid-epoch
+    cdflow fit ... --trainer.accelerator gpu --trainer.strategy ddp --trainer.devices 4   # see docs/distributed.md
     cdflow test --config experiments/configs/digits.yaml --ckpt_path runs/digits/checkpoints/last.ckpt
     cdflow fit --config experiments/configs/digits.yaml --print_config          # the resolved config
 
 Every run lives in ``--trainer.default_root_dir`` (default ``runs/cdflow``): ``checkpoints/`` (best by
-``val/acc`` and ``last.ckpt``), ``wandb/`` (or ``csv/`` when W&B is off or fails), ``config.yaml`` and
+``val/acc``, and ``last.ckpt`` after every epoch and, with ``--last_checkpoint.every_n_train_steps``, every
+N steps; all written atomically), ``wandb/`` (or ``csv/`` when W&B is off or fails), ``config.yaml`` and
 ``figures/`` (drawn by the default ``trainer.callbacks``; a config that sets ``trainer.callbacks`` replaces
 them, ``--trainer.callbacks+=...`` appends). After ``fit`` the best checkpoint is tested and a summary
 printed (``--test_after_fit false`` skips that). Invalid settings (e.g. ``--model.solver.method dopri9``)
@@ -29,9 +32,12 @@ from typing import Any
 from lightning.pytorch import LightningDataModule, Trainer
 from lightning.pytorch.callbacks import ModelCheckpoint, ProgressBar
 from lightning.pytorch.cli import ArgsType, LightningArgumentParser, LightningCLI
+from lightning.pytorch.plugins.io import CheckpointIO
 
 from cdflow.errors import CdflowError
+from cdflow.training.atomic_checkpoint import AtomicCheckpointIO
 from cdflow.training.callbacks import CompactRichProgressBar, ConfigToLoggers
+from cdflow.training.last_checkpoint import LastCheckpoint
 from cdflow.training.loggers import finish_wandb, make_logger
 from cdflow.training.module import ContinuousDepthClassifier
 from cdflow.training.summary import run_summary
@@ -101,10 +107,11 @@ class CdflowCLI(LightningCLI):
         parser.link_arguments("data.num_classes", "model.num_classes", apply_on="instantiate")
         parser.link_arguments("data.input_shape", "model.input_shape", apply_on="instantiate")
         parser.add_lightning_class_args(ModelCheckpoint, "checkpoint")
+        parser.add_lightning_class_args(LastCheckpoint, "last_checkpoint")
         parser.set_defaults({
             "checkpoint.monitor": "val/acc",
             "checkpoint.mode": "max",
-            "checkpoint.save_last": True,
+            "checkpoint.save_last": True,  # on improvement only (Lightning ≥ 2.6); LastCheckpoint keeps it current
             "checkpoint.save_top_k": 1,
             "checkpoint.filename": "best-epoch{epoch:03d}",
             "checkpoint.auto_insert_metric_name": False,
@@ -112,6 +119,7 @@ class CdflowCLI(LightningCLI):
             "trainer.callbacks": DEFAULT_CALLBACKS,
         })
         parser.link_arguments("trainer.default_root_dir", "checkpoint.dirpath", compute_fn=_checkpoint_dir)
+        parser.link_arguments("trainer.default_root_dir", "last_checkpoint.dirpath", compute_fn=_checkpoint_dir)
         parser.add_class_arguments(WandbOptions, "wandb", help="Weights & Biases run settings")
         parser.add_argument("--test_after_fit", type=bool, default=True,
                             help="after fit, test the best checkpoint and print where everything went")
@@ -129,8 +137,18 @@ class CdflowCLI(LightningCLI):
             print(f"{prog}: error: {type(cause).__name__}: {cause}\n(options: {prog} --help)", file=sys.stderr)
             raise SystemExit(2) from None
 
+    def _check_data_root(self) -> None:
+        """A data module given an explicit ``root`` that does not exist fails now, before any run directory."""
+        root = getattr(getattr(self.datamodule, "hparams", None), "root", None)
+        if root:
+            from cdflow.data.paths import data_root
+
+            data_root(root)
+
     def instantiate_trainer(self, **kwargs: Any) -> Trainer:
-        """The trainer, with the default logger (W&B, else CSV) and a Rich progress bar unless turned off."""
+        """The trainer, with the default logger (W&B, else CSV), a Rich progress bar unless turned off, and
+        atomic checkpoint writes (`AtomicCheckpointIO`) unless a `CheckpointIO` plugin is given."""
+        self._check_data_root()
         cfg = self._get(self.config_init, "trainer", default={})
         root = Path(cfg.get("default_root_dir") or DEFAULT_ROOT)
         if "logger" not in kwargs and cfg.get("logger") in (None, True):
@@ -142,6 +160,10 @@ class CdflowCLI(LightningCLI):
         callbacks = list(cfg.get("callbacks") or [])
         if cfg.get("enable_progress_bar", True) is not False and not any(isinstance(c, ProgressBar) for c in callbacks):
             kwargs["callbacks"] = [*callbacks, CompactRichProgressBar()]
+        plugins = cfg.get("plugins")
+        plugins = list(plugins) if isinstance(plugins, (list, tuple)) else ([] if plugins is None else [plugins])
+        if "plugins" not in kwargs and not any(isinstance(p, CheckpointIO) for p in plugins):
+            kwargs["plugins"] = [*plugins, AtomicCheckpointIO()]
         return super().instantiate_trainer(**kwargs)
 
     # -- subcommand hooks -------------------------------------------------------------------------------
@@ -153,13 +175,17 @@ class CdflowCLI(LightningCLI):
         trainer = self.trainer
         fit_seconds = None if self._fit_started is None else time.perf_counter() - self._fit_started
         if trainer.interrupted or not self._get(self.config, "test_after_fit", True):
-            print(run_summary(trainer, None, None, fit_seconds))
+            if trainer.is_global_zero:
+                print(run_summary(trainer, None, None, fit_seconds))
             return
-        ckpt = getattr(trainer.checkpoint_callback, "best_model_path", "") or None
+        best = next((cb for cb in trainer.checkpoint_callbacks
+                     if isinstance(cb, ModelCheckpoint) and cb.monitor is not None), None)
+        ckpt = getattr(best, "best_model_path", "") or None
         if ckpt is not None and not Path(ckpt).is_file():
             ckpt = None
         self.test_results = trainer.test(self.model, datamodule=self.datamodule, ckpt_path=ckpt)
-        print(run_summary(trainer, self.test_results, ckpt, fit_seconds))
+        if trainer.is_global_zero:  # the summary is rank-local (no collectives)
+            print(run_summary(trainer, self.test_results, ckpt, fit_seconds))
 
 
 def run_cli(args: ArgsType = None) -> CdflowCLI:

@@ -28,7 +28,8 @@ def _run(tmp_path, max_epochs: int, ckpt_path: str | None = None) -> tuple[L.Tra
     model = ContinuousDepthClassifier(dm.num_classes, dm.input_shape, hidden=16, width=16,
                                       solver=SolverSpec(method="euler", step_size=0.5), scheduler="cosine")
     start = StartState()
-    ckpt = ModelCheckpoint(dirpath=tmp_path / "checkpoints", monitor="val/acc", mode="max", save_last=True)
+    # No monitor: with one, Lightning ≥ 2.6 writes last.ckpt only when the metric improves.
+    ckpt = ModelCheckpoint(dirpath=tmp_path / "checkpoints", save_last=True)
     trainer = L.Trainer(
         default_root_dir=tmp_path, max_epochs=max_epochs, limit_train_batches=3, limit_val_batches=1,
         logger=False, enable_progress_bar=False, enable_model_summary=False, callbacks=[ckpt, start],

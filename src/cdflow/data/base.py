@@ -14,6 +14,7 @@ import lightning as L
 import torch
 from torch.utils.data import DataLoader, Dataset, TensorDataset
 
+from cdflow.data.resumable import EpochShuffleSampler, ResumableLoader
 from cdflow.data.splits import SplitData
 from cdflow.data.validate import check_finite, check_labels, check_transductive_batch
 
@@ -44,15 +45,16 @@ def full_batch_loader(batch: Batch) -> DataLoader:
 def minibatch_loader(
     dataset: Dataset, batch_size: int, num_workers: int, *, shuffle: bool, seed: int
 ) -> DataLoader:
-    """``(x, y)`` mini-batches; shuffling uses a generator seeded with ``seed`` (new order each epoch)."""
-    generator = torch.Generator().manual_seed(seed) if shuffle else None
-    return DataLoader(
+    """``(x, y)`` mini-batches; shuffled in an order that depends only on ``seed`` and the epoch, and
+    resumable mid-epoch from a Lightning checkpoint (see :mod:`cdflow.data.resumable`)."""
+    return ResumableLoader(
         dataset,
         batch_size=batch_size,
-        shuffle=shuffle,
+        sampler=EpochShuffleSampler(dataset, seed) if shuffle else None,
         num_workers=num_workers,
         persistent_workers=num_workers > 0,
-        generator=generator,
+        # Worker base seeds from their own generator, not the global one (whose state checkpoints restore).
+        generator=torch.Generator().manual_seed(seed) if shuffle else None,
     )
 
 

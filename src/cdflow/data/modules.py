@@ -20,7 +20,7 @@ from cdflow.data.idx import MNISTKind, load_mnist
 from cdflow.data.planetoid import load_planetoid
 from cdflow.data.splits import SplitData, labelled_subset, split_with_labels
 from cdflow.data.toys import TOYS, ToyName, make_toy
-from cdflow.data.validate import check_finite, check_labels
+from cdflow.data.validate import check_finite, check_labels, check_same_rows
 from cdflow.errors import ConfigError
 
 #: (num_features, num_classes) of the graphs, for metadata before setup (checked in setup).
@@ -116,6 +116,7 @@ class _SplitDataModule(CdflowDataModule):
             return
         x, y = self.load_points()
         source = type(self).__name__
+        check_same_rows(x, y, source=source)
         check_finite(x, "x", source=source)
         check_labels(y, self.num_classes, "y", source=source)
         hp = self.hparams

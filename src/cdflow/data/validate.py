@@ -1,10 +1,23 @@
-"""Checks on tensors before they reach a model: finite features, labels in range, usable masks."""
+"""Checks on tensors before they reach a model: finite features, labels in range, usable masks.
+
+A disconnected graph is valid for diffusion (each component diffuses on its own), but a component without
+a training node receives no label information through the graph: its nodes are classified from their
+own features only. `check_transductive_batch` therefore warns (`DisconnectedGraphWarning`) rather than
+failing: the Planetoid public split, for one, uses the whole graph. Select the largest connected
+component (``load_npz_graph(lcc=True)``, the ``random`` split) to avoid it.
+"""
 
 from __future__ import annotations
+
+import warnings
 
 import torch
 
 from cdflow.errors import DataError
+
+
+class DisconnectedGraphWarning(UserWarning):
+    """Some connected components of a graph hold no training node."""
 
 _SHOW = 10
 
@@ -46,6 +59,32 @@ def check_labels(y: torch.Tensor, num_classes: int, name: str = "y", *, source: 
         )
 
 
+def check_same_rows(x: torch.Tensor, y: torch.Tensor, *, source: str = "") -> None:
+    """Raise DataError unless ``x`` has one row per label of ``y``."""
+    if x.shape[0] != y.shape[0]:
+        where = f" (from {source})" if source else ""
+        raise DataError(
+            f"x{where} has {x.shape[0]} rows but y has {y.shape[0]} labels: every example needs exactly one label. "
+            f"Check that features and labels come from the same (filtered) data."
+        )
+
+
+def unlabelled_components(edge_index: torch.Tensor, train_mask: torch.Tensor) -> tuple[int, int, int]:
+    """(components, components without a training node, nodes in those) of the undirected graph."""
+    from scipy.sparse import coo_matrix
+    from scipy.sparse.csgraph import connected_components
+
+    n = int(train_mask.shape[0])
+    ei = edge_index.detach().cpu().numpy()
+    adj = coo_matrix((torch.ones(ei.shape[1]).numpy(), (ei[0], ei[1])), shape=(n, n))
+    count, label = connected_components(adj, directed=False)
+    label_t = torch.from_numpy(label)
+    trained = torch.zeros(count, dtype=torch.bool)
+    trained[label_t[train_mask.cpu()]] = True
+    without = (~trained).nonzero().flatten()
+    return count, len(without), int(torch.isin(label_t, without).sum())
+
+
 def check_masks(
     train_mask: torch.Tensor,
     val_mask: torch.Tensor,
@@ -81,6 +120,11 @@ def check_transductive_batch(
     x, y = batch["x"], batch["y"]
     assert x is not None and y is not None
     n = x.shape[0]
+    if n == 0:
+        raise DataError(
+            f"the graph{' (from ' + source + ')' if source else ''} is empty: x has shape {tuple(x.shape)}, no nodes. "
+            "Check the data file and any filtering before it (e.g. the largest-component selection)."
+        )
     if y.shape != (n,):
         raise DataError(
             f"y{' (from ' + source + ')' if source else ''} has shape {tuple(y.shape)}, expected ({n},)."
@@ -91,6 +135,15 @@ def check_transductive_batch(
     edge_index = batch.get("edge_index")
     if edge_index is not None:
         check_edge_index(edge_index, n, source=source)
+        count, without, nodes = unlabelled_components(edge_index, batch["train_mask"])  # type: ignore[arg-type]
+        if without:
+            warnings.warn(
+                f"the graph{' (from ' + source + ')' if source else ''} has {count} connected components and {without} "
+                f"of them ({nodes} of {n} nodes) hold no training node: diffusion brings them no label information, "
+                "so they are classified from their own features only. Keep the largest connected component "
+                "(split='random') or put training nodes in every component.",
+                DisconnectedGraphWarning, stacklevel=2,
+            )
 
 
 def check_edge_index(edge_index: torch.Tensor, num_nodes: int, *, source: str = "") -> None:

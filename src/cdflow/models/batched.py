@@ -12,13 +12,12 @@ Models (log-probabilities [N, K, C]):
 
 * `BatchedCOIN`         u⁰ = softmax(W₂(x + ReLU(W₁x + b₁)) + b₂),  u ← u − τLu (n times) or exp(−nτL)u
 * `BatchedDiffResNet`   h = ReLU(W_in x),  h ← h + ReLU(W h + b),  n × [dropout → h ← h − τLh],  W_out h
-* `BatchedCDNet`        h(0) = dropout(ReLU(W_in x)),  dh/dt = v_θ(h) − γ L h (adaptive ODE solve),  W_out h(1)
+* `BatchedCDNet`        h(0) = dropout(ReLU(dropout(x) W_in)),  dh/dt = v_θ(h) − γLh (adaptive ODE solve),  W_out h(1)
 """
 
 from __future__ import annotations
 
 import math
-import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Literal
@@ -77,7 +76,7 @@ def dropout(h: Tensor, p: float, training: bool = True) -> Tensor:
 # --------------------------------------------------------------------------------------------------------
 @dataclass
 class SparseRows:
-    """A sparse [N, F] matrix kept in CSR form twice (rows of x and rows of xᵀ) for x W and xᵀ G.
+    """A fixed sparse [N, F] matrix stored by rows twice (the rows of x and of xᵀ), for x W and xᵀ G.
 
     x W [N, M] = embedding_bag over the non-zeros of each row; its weight gradient xᵀ G [F, M] is the same
     bag sum over the rows of xᵀ. Both cost O(nnz·M), and all-zero rows (or columns) give zero rows.
@@ -92,7 +91,7 @@ class SparseRows:
     t_cols: Tensor
     t_vals: Tensor
     _expanded: dict = field(default_factory=dict, repr=False)
-    _csr: dict = field(default_factory=dict, repr=False)
+    _coo: dict = field(default_factory=dict, repr=False)
 
     @classmethod
     def from_tensor(cls, x: Tensor) -> SparseRows:
@@ -117,12 +116,15 @@ class SparseRows:
     def nnz(self) -> int:
         return int(self.cols.numel())
 
+    def row_ids(self) -> Tensor:
+        """The row of every stored non-zero (in storage order)."""
+        counts = torch.diff(self.offsets, append=torch.tensor([self.nnz]))
+        return torch.repeat_interleave(torch.arange(self.n_rows), counts)
+
     def to_dense(self) -> Tensor:
         """The dense [N, F] matrix."""
-        rows = torch.repeat_interleave(torch.arange(self.n_rows), torch.diff(self.offsets, append=torch.tensor(
-            [self.nnz])))
         out = self.vals.new_zeros(self.n_rows, self.n_cols)
-        out[rows, self.cols] = self.vals
+        out[self.row_ids(), self.cols] = self.vals
         return out
 
     def mm(self, w: Tensor) -> Tensor:
@@ -136,27 +138,13 @@ class SparseRows:
         return _BagMM.apply(w, self.offsets, self.cols, self.vals.to(w.dtype), self.t_offsets, self.t_cols,
                             self.t_vals.to(w.dtype))
 
-    def csr(self, dtype: torch.dtype = torch.float32) -> tuple[Tensor, Tensor]:
-        """(x, xᵀ) as torch sparse CSR tensors of `dtype` (cached)."""
-        if dtype not in self._csr:
-            crow = torch.cat([self.offsets, torch.tensor([self.nnz])])
-            t_crow = torch.cat([self.t_offsets, torch.tensor([self.nnz])])
-            with warnings.catch_warnings():  # "sparse CSR support is in beta"
-                warnings.simplefilter("ignore", UserWarning)
-                self._csr[dtype] = (
-                    torch.sparse_csr_tensor(crow, self.cols, self.vals.to(dtype), (self.n_rows, self.n_cols),
-                                            check_invariants=False),
-                    torch.sparse_csr_tensor(t_crow, self.t_cols, self.t_vals.to(dtype), (self.n_cols, self.n_rows),
-                                            check_invariants=False),
-                )
-        return self._csr[dtype]
-
     def to_torch(self, dtype: torch.dtype = torch.float32) -> Tensor:
-        """x as a coalesced torch sparse COO tensor of `dtype` (cached)."""
-        key = ("coo", dtype)
-        if key not in self._csr:
-            self._csr[key] = self.csr(dtype)[0].to_sparse_coo().coalesce()
-        return self._csr[key]
+        """x as a coalesced torch sparse COO tensor of `dtype` (cached), e.g. for `cdflow.splitting`."""
+        if dtype not in self._coo:
+            idx = torch.stack([self.row_ids(), self.cols])
+            self._coo[dtype] = torch.sparse_coo_tensor(idx, self.vals.to(dtype), (self.n_rows, self.n_cols),
+                                                       check_invariants=False).coalesce()
+        return self._coo[dtype]
 
     def mm_stacked(self, w: Tensor) -> Tensor:
         """x W_k for every member: W [K, F, H] → [N, K, H] (one bag sum over the wide [F, K·H] weight)."""
@@ -180,7 +168,7 @@ class SparseRows:
         column ids f + k·F; cached per K."""
         if k not in self._expanded:
             n, f, nnz = self.n_rows, self.n_cols, self.nnz
-            row = torch.repeat_interleave(torch.arange(n), torch.diff(self.offsets, append=torch.tensor([nnz])))
+            row = self.row_ids()
             kk = torch.arange(k)[:, None].expand(k, nnz)
             bag = (row[None, :] * k + kk).reshape(-1)
             col = (self.cols[None, :] + kk * f).reshape(-1)
@@ -356,6 +344,8 @@ class BatchedCOIN(nn.Module):
     column chunk at a time (see `_WideResidual`). Parameters: w1 [K, n_chunks, F, chunk] (W₁ᵀ, columns
     zero-padded to n_chunks·chunk; the padding stays zero in training since its gradient is zero),
     b1 [K, P], w2t [K, C, P] (W₂; columns ≥ F multiply the zero padding), b2 [K, C].
+    `diffusion_dropout` > 0 (not the default) applies dropout to u before every explicit step (before the
+    exact exponential for the split integrator), as Diff-ResNet's reference layers do to their features.
     After a call, `last_u` holds u(T) [N, K, C] (detached).
     """
 
@@ -371,11 +361,12 @@ class BatchedCOIN(nn.Module):
         eps: float = 1e-8,
         chunk: int = 128,
         recompute: bool = False,
+        diffusion_dropout: float = 0.0,
     ) -> None:
         super().__init__()
         _check_integrator(integrator)
         self.k, self.tau, self.n_steps, self.integrator, self.method = k, tau, n_steps, integrator, method
-        self.eps, self.recompute = eps, recompute
+        self.eps, self.recompute, self.diffusion_dropout = eps, recompute, diffusion_dropout
         self.in_features, self.num_classes = in_features, num_classes
         chunk = min(chunk, in_features)
         n_chunks = -(-in_features // chunk)
@@ -426,8 +417,16 @@ class BatchedCOIN(nn.Module):
 
     def forward(self, x: SparseRows, lap: SparseRows) -> Tensor:
         u = self.base(x)
+        p = self.diffusion_dropout if self.training else 0.0
         if self.n_steps > 0 and self.tau > 0:
-            u, self.diffusion_stats = _diffuse_columns(u, lap, self.tau, self.n_steps, self.integrator, self.method)
+            if p > 0 and self.integrator == "explicit":  # n × [dropout → u ← u − τLu], as Diff-ResNet's layers
+                for _ in range(self.n_steps):
+                    u, _ = _diffuse_columns(dropout(u, p), lap, self.tau, 1, "explicit", self.method)
+                self.diffusion_stats = DiffusionStats(products=self.n_steps, substeps=self.n_steps)
+            else:
+                u = dropout(u, p)
+                u, self.diffusion_stats = _diffuse_columns(u, lap, self.tau, self.n_steps, self.integrator,
+                                                           self.method)
         self.last_u = u.detach()
         return torch.log(u.clamp_min(self.eps))
 
@@ -526,7 +525,7 @@ class RowsGraphDiffusion(GraphDiffusion):
 class BatchedCDNet(nn.Module):
     """K members of a continuous convection–diffusion network, one adaptive ODE solve for all of them:
 
-        h(0) = dropout(ReLU(x W_in + b_in)),  dh/dt = v_θ(h) − γ L h on [0, T],  logits = h(T) W_out + b_out
+        h(0) = dropout(ReLU(dropout(x) W_in + b_in)),  dh/dt = v_θ(h) − γ L h on [0, T],  logits = h(T) W_out + b_out
 
     with the drift built from `cdflow.terms` (Convection + GraphDiffusion) and solved by `cdflow.solve.solve`
     (default dopri5, rtol 1e-3, atol 1e-4). The members share the solver's step sizes (its error norm is
@@ -542,10 +541,11 @@ class BatchedCDNet(nn.Module):
         width: int = 64,
         gamma: float = 5.0,
         dropout: float = 0.5,
+        input_dropout: float = 0.0,
         solver: SolverSpec | None = None,
     ) -> None:
         super().__init__()
-        self.k, self.dropout = k, dropout
+        self.k, self.dropout, self.input_dropout = k, dropout, input_dropout
         self.solver = solver or SolverSpec(method="dopri5", rtol=1e-3, atol=1e-4, t1=1.0)
         self.inp = BatchedLinear(k, in_features, hidden)
         self.velocity = BatchedMLPVelocity(k, hidden, width)
@@ -560,7 +560,8 @@ class BatchedCDNet(nn.Module):
         self.out.reset_parameters(gens)
 
     def forward(self, x: SparseRows, lap: SparseRows) -> Tensor:
-        h = dropout(torch.relu(self.inp.forward_sparse(x)), self.dropout, self.training)
+        h = torch.relu(self.inp.forward_sparse(x, dropout=self.input_dropout))
+        h = dropout(h, self.dropout, self.training)
         self.graph_term.set_rows(lap)
         sol = solve(self.drift, h, self.solver)
         self.stats = sol.stats

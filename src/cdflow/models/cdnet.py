@@ -12,7 +12,7 @@ import torch
 from torch import Tensor, nn
 
 from cdflow.models.diffusion_spec import DiffusionSpec
-from cdflow.models.graph_source import GraphSpec, LaplacianCache
+from cdflow.models.graph_source import GraphSpec, LaplacianCache, gather_rows
 from cdflow.noise import NoiseDiffusion
 from cdflow.sde import check_sde, derive_seed, mean_field_spec, sample_paths, solve_sde
 from cdflow.solve import solve
@@ -97,6 +97,9 @@ class ConvectionDiffusionNet(nn.Module):
         kind, integ = self.diffusion.kind, self.diffusion.integrator
         if kind == "noise":
             return self._noisy(z)
+        own = None
+        if kind == "graph" and self.laplacian.spec.gather:  # DDP: diffuse over the global batch
+            (x, z), own = gather_rows(x, z)
         if kind == "none" or integ == "drift":
             if self.graph_term is not None:
                 self.graph_term.set_laplacian(self.laplacian(x, edge_index))
@@ -104,7 +107,8 @@ class ConvectionDiffusionNet(nn.Module):
             z, self._stats_parts = sol.y_final, [sol.stats]
         else:
             z = self._split(z, self.laplacian(x, edge_index))
-        return torch.log_softmax(self.head(z), dim=-1)
+        out = torch.log_softmax(self.head(z), dim=-1)
+        return out if own is None else out[own]
 
     def _noisy(self, z: Tensor) -> Tensor:
         """Training: one path per call. Evaluation: Feynman–Kac u(x) = E softmax(head(X_T)) over n_samples

@@ -5,9 +5,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
+import torch
+import torch.distributed as dist
 from torch import Tensor
 
-from cdflow.errors import ConfigError
+from cdflow.errors import ConfigError, DataError
 from cdflow.graph import knn_gaussian_graph, knn_rownorm_graph, laplacian_from_edges, laplacian_from_weights
 
 
@@ -26,6 +28,10 @@ class GraphSpec:
     per_batch: rebuild the graph for every batch (mini-batch diffusion); otherwise build once and cache
         (a fixed point set, e.g. the transductive full batch).
     differentiable: let gradients flow through the kNN weights (neighbour choice is never differentiated).
+    gather: under DDP, build the kNN graph on the *global* batch (the rows of every rank, gathered with
+        gradients) and diffuse it as a whole, so that N processes with batches of B train exactly like one
+        process with the concatenated batch of N·B (each rank solves the global batch: N× the compute per
+        rank). Off (the default), each rank builds the graph of its own B rows. No effect outside DDP.
     """
 
     source: Literal["edges", "knn"] = "edges"
@@ -36,12 +42,18 @@ class GraphSpec:
     knn_eps: float = 0.5
     per_batch: bool = False
     differentiable: bool = False
+    gather: bool = False
 
     def __post_init__(self) -> None:
         if self.source not in ("edges", "knn"):
             raise ConfigError(f"graph source must be 'edges' or 'knn', got {self.source!r}")
         if self.knn_kind not in ("gaussian", "rownorm"):
             raise ConfigError(f"knn_kind must be 'gaussian' or 'rownorm', got {self.knn_kind!r}")
+        if self.gather and self.source != "knn":
+            raise ConfigError(
+                "graph.gather=true gathers mini-batches across ranks for a kNN graph; with source 'edges' every "
+                "rank already holds the whole graph: set --model.graph.gather false or --model.graph.source knn"
+            )
 
 
 class LaplacianCache:
@@ -57,7 +69,8 @@ class LaplacianCache:
         key = (features.shape, features.device, None if edge_index is None else edge_index.data_ptr())
         if spec.source == "knn":  # a kNN graph depends on the values, not only the shape
             key = key + (None if features.is_sparse else features.data_ptr(),)
-        if not spec.per_batch and self._key == key and self._value is not None:
+        cache = not (spec.per_batch or spec.gather)  # a gathered batch is a new tensor every call
+        if cache and self._key == key and self._value is not None:
             return self._value
         if spec.source == "edges":
             if edge_index is None:
@@ -68,6 +81,12 @@ class LaplacianCache:
             lap = laplacian_from_edges(edge_index, features.shape[0], kind=spec.laplacian, dtype=features.dtype)
         elif features.is_sparse:
             return self(features.to_dense(), edge_index)
+        elif spec.knn_k > features.shape[0]:
+            raise DataError(
+                f"the batch has {features.shape[0]} points but the kNN graph needs graph.knn_k={spec.knn_k} "
+                "neighbours (self included): lower --model.graph.knn_k, or use batches of at least knn_k points "
+                "(the last batch of an epoch may be smaller: raise batch_size or make it divide the data size)"
+            )
         elif spec.knn_kind == "gaussian":
             w = knn_gaussian_graph(features, k=spec.knn_k, k_scale=spec.knn_k_scale,
                                    differentiable=spec.differentiable, scale_floor=1e-8)
@@ -75,6 +94,32 @@ class LaplacianCache:
         else:
             p = knn_rownorm_graph(features, k=spec.knn_k, eps=spec.knn_eps, differentiable=spec.differentiable)
             lap = laplacian_from_weights(p, "rw")
-        if not spec.per_batch:
+        if cache:
             self._key, self._value = key, lap
         return lap
+
+
+def gather_rows(*tensors: Tensor) -> tuple[list[Tensor], slice]:
+    """Every rank's rows of each tensor, concatenated in rank order, and the slice of this rank's own rows.
+
+    Uses `torch.distributed.nn.functional.all_gather`, whose backward sums the gradients of all ranks into
+    each rank's rows. Batches of different sizes are padded for the exchange and trimmed after. Outside an
+    initialised process group of more than one process the tensors come back unchanged.
+    """
+    n = tensors[0].shape[0]
+    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
+        return list(tensors), slice(0, n)
+    from torch.distributed.nn.functional import all_gather
+
+    world, rank = dist.get_world_size(), dist.get_rank()
+    sizes = [torch.zeros(1, dtype=torch.long, device=tensors[0].device) for _ in range(world)]
+    dist.all_gather(sizes, torch.tensor([n], dtype=torch.long, device=tensors[0].device))
+    counts = [int(s) for s in sizes]
+    longest = max(counts)
+    out = []
+    for t in tensors:
+        padded = t if n == longest else torch.cat([t, t.new_zeros(longest - n, *t.shape[1:])])
+        parts = all_gather(padded.contiguous())
+        out.append(torch.cat([part[:count] for part, count in zip(parts, counts, strict=True)]))
+    start = sum(counts[:rank])
+    return out, slice(start, start + n)

@@ -1,8 +1,10 @@
 """Experiment logging: Weights & Biases by default (offline without an API key), CSV as the fallback.
 
 `make_logger` starts the W&B run at once, so a W&B that cannot start (not installed, bad settings, no
-credentials for online mode) is noticed before training and replaced by a `CSVLogger` in the same run
-directory, with a one-line warning: no run is lost.
+credentials for online mode, server unreachable) is noticed before training and replaced by a `CSVLogger`
+in the same run directory, with a one-line warning: no run is lost. In online mode the server is first
+probed with a TCP connection (`cdflow.training.wandb_preflight`), and ``wandb.init`` gets
+``init_timeout`` = ``$WANDB_INIT_TIMEOUT`` or 30 s, so an unreachable server costs seconds, not minutes.
 """
 
 from __future__ import annotations
@@ -52,7 +54,7 @@ def make_logger(
     group: str | None = None,
     tags: list[str] | None = None,
 ) -> Logger:
-    """A started `WandbLogger` writing under ``<save_dir>/wandb``, or a `CSVLogger` if W&B is off or fails.
+    """A started `SafeWandbLogger` under ``<save_dir>/wandb``, or a `CSVLogger` if W&B is off or fails.
 
     W&B is off with ``WANDB_MODE=disabled``. Checkpoints are never uploaded (``log_model=False``); the run
     name defaults to the run directory's name.
@@ -63,12 +65,18 @@ def make_logger(
         log.info("W&B disabled (WANDB_MODE=disabled): logging to CSV under %s", save_dir / "csv")
         return csv_logger(save_dir)
     try:
-        from lightning.pytorch.loggers import WandbLogger
+        import wandb
 
+        from cdflow.training.safe_wandb import SafeWandbLogger
+        from cdflow.training.wandb_preflight import init_timeout, unreachable_reason
+
+        if mode == "online" and (reason := unreachable_reason()) is not None:
+            raise ConnectionError(reason)
         save_dir.mkdir(parents=True, exist_ok=True)
-        logger = WandbLogger(
+        logger = SafeWandbLogger(
             project=project, name=name or save_dir.resolve().name, save_dir=str(save_dir), log_model=False,
             entity=entity, group=group, tags=tags or None, mode=mode,
+            settings=wandb.Settings(init_timeout=init_timeout()),
         )
         # Lightning passes wandb.init an `anonymous` setting that current wandb only warns about.
         init_kwargs = getattr(logger, "_wandb_init", None)

@@ -6,6 +6,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import lightning as L
+from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
 
 from cdflow.training.loggers import describe_logger
 
@@ -19,13 +20,24 @@ def _rel(path: str | Path) -> str:
         return str(p)
 
 
+def _log_dir(trainer: L.Trainer) -> str | None:
+    """`trainer.log_dir` without its broadcast (a collective under DDP: the summary runs on rank 0 only)."""
+    if not trainer.loggers:
+        return trainer.default_root_dir
+    logger = trainer.loggers[0]
+    return logger.log_dir if isinstance(logger, (CSVLogger, TensorBoardLogger)) else logger.save_dir
+
+
 def run_summary(
     trainer: L.Trainer,
     test_results: Sequence[Mapping[str, float]] | None,
     tested_ckpt: str | None,
     fit_seconds: float | None = None,
 ) -> str:
-    """A few lines: training time, test metrics (and which weights), checkpoints, logs, config, figures."""
+    """A few lines: training time, test metrics (and which weights), checkpoints, logs, config, figures.
+
+    Local to the calling process (no collectives): under DDP call it on rank 0 only.
+    """
     lines = ["", "cdflow run summary"]
     if fit_seconds is not None:
         lines.append(
@@ -45,8 +57,9 @@ def run_summary(
                      "resume with --ckpt_path last")
     for logger in trainer.loggers:
         lines.append(f"  logs:        {describe_logger(logger)}")
-    if trainer.log_dir and (Path(trainer.log_dir) / "config.yaml").is_file():
-        lines.append(f"  config:      {_rel(Path(trainer.log_dir) / 'config.yaml')}")
+    log_dir = _log_dir(trainer)
+    if log_dir and (Path(log_dir) / "config.yaml").is_file():
+        lines.append(f"  config:      {_rel(Path(log_dir) / 'config.yaml')}")
     figures = Path(trainer.default_root_dir) / "figures"
     if figures.is_dir() and any(figures.glob("*.png")):
         names = ", ".join(sorted(p.name for p in figures.glob("*.png")))

@@ -1,0 +1,187 @@
+"""``python -m experiments.graph.run [--smoke|--full] [--out DIR] [--workers W] ...``: node classification.
+
+Cora and Citeseer, random splits (LCC; 20 train / 30 validation per class) and the Planetoid public split.
+Modes: smoke (CI: Cora, 1 split, 3 epochs), reduced (default: 10 splits × 3 initialisations), full (the
+paper's 100 × 20). Writes ``DIR/graph[_<mode>].json`` (every run) and ``DIR/graph[_<mode>].md`` (tables).
+``--report-only`` rebuilds the markdown from the json (and a newer ``graph_timing.json``, if any).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import multiprocessing
+import sys
+import time
+from collections.abc import Iterable, Iterator
+from concurrent.futures import ProcessPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from experiments.graph import report, timing
+from experiments.graph.alloc import keep_freed_memory
+from experiments.graph.configs import COIN_CORA, ModelSpec, Protocol, model_specs, protocol
+from experiments.graph.markdown import markdown
+from experiments.graph.units import Unit, run_unit
+
+RESULTS = Path(__file__).resolve().parents[1] / "results"
+DEFAULT_CITESEER_COIN = {"tau": 0.35, "n_steps": 20}
+
+
+def _parse(argv: list[str] | None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    mode = p.add_mutually_exclusive_group()
+    mode.add_argument("--smoke", action="store_true", help="tiny run for CI (seconds)")
+    mode.add_argument("--full", action="store_true", help="100 splits × 20 initialisations (the paper's)")
+    p.add_argument("--out", type=Path, default=RESULTS, help="results folder (default experiments/results)")
+    p.add_argument("--datasets", nargs="+", choices=("cora", "citeseer"), help="default: both (smoke: cora)")
+    p.add_argument("--models", nargs="+", help="row keys to run (default: all), e.g. coin-explicit gcn")
+    p.add_argument("--splits", type=int, help="random splits per row (overrides the mode)")
+    p.add_argument("--inits", type=int, help="initialisations per split (overrides the mode)")
+    p.add_argument("--no-public", action="store_true", help="skip the Planetoid public split")
+    p.add_argument("--no-tune", action="store_true", help=f"skip Citeseer's COIN search ({DEFAULT_CITESEER_COIN})")
+    p.add_argument("--no-timing", action="store_true", help="skip the single-run timing")
+    p.add_argument("--workers", type=int, default=1, help="processes (one split per task; default 1)")
+    p.add_argument("--report-only", action="store_true", help="rebuild the markdown from the json")
+    return p.parse_args(argv)
+
+
+def _init_worker() -> None:
+    torch.set_num_threads(1)
+    keep_freed_memory()
+
+
+def _execute(units: list[Unit], workers: int) -> Iterator[list[dict[str, Any]]]:
+    """Run units in this process or a pool of forked ones; yields each unit's records as it finishes."""
+    if workers <= 1:
+        for u in units:
+            yield run_unit(u)
+        return
+    ctx = multiprocessing.get_context("fork")
+    with ProcessPoolExecutor(workers, mp_context=ctx, initializer=_init_worker) as pool:
+        yield from pool.map(run_unit, units)
+
+
+def _groups(n: int, size: int) -> Iterable[tuple[int, ...]]:
+    for start in range(0, n, size):
+        yield tuple(range(start, min(n, start + size)))
+
+
+def plan(proto: Protocol, dataset: str, specs: list[ModelSpec], public: bool) -> list[Unit]:
+    """Units of one dataset: every row × split × group of initialisations."""
+    units = []
+    wanted = proto.public_models if public and proto.public_models is not None else proto.models
+    for spec in specs:
+        if wanted is not None and spec.key not in wanted:
+            continue
+        n_inits = proto.public_inits if public else proto.n_inits
+        n_inits = min(n_inits, spec.max_inits or n_inits)
+        splits = [0] if public else range(max(1, round(proto.n_splits * spec.split_fraction)))
+        for split in splits:
+            for inits in _groups(n_inits, spec.max_members):
+                units.append(Unit(dataset, public, spec, split, inits, proto.training))
+    return units
+
+
+def tune_units(proto: Protocol, dataset: str) -> list[Unit]:
+    """Citeseer's COIN search: explicit COIN for every (τ, steps) of the grid (selection on validation)."""
+    units = []
+    for tau in proto.tune_grid["tau"]:
+        for steps in proto.tune_grid["n_steps"]:
+            spec = model_specs(dataset, {"tau": tau, "n_steps": steps})[0]
+            for split in range(proto.tune_splits):
+                for inits in _groups(proto.tune_inits, spec.max_members):
+                    units.append(Unit(dataset, False, spec, split, inits, proto.training, phase="tune"))
+    return units
+
+
+def _log(records: list[dict[str, Any]]) -> None:
+    r0 = records[0]
+    accs = " ".join(f"{r['test_acc']:.3f}" for r in records)
+    print(f"[{r0['phase']}] {r0['dataset']:8s} {r0['split_protocol']:6s} {r0['model']:14s} split {r0['split']:3d} "
+          f"test {accs}  epochs {[r['epochs'] for r in records]}  {r0['batch_wall_s']:.1f} s", flush=True)
+
+
+def run(proto: Protocol, workers: int, public: bool, tune: bool) -> tuple[list[dict], dict[str, Any]]:
+    runs: list[dict] = []
+    coin = {"cora": dict(COIN_CORA), "citeseer": dict(DEFAULT_CITESEER_COIN)}
+    chosen: dict[str, Any] = {}
+    tune_ds = "citeseer" if "citeseer" in proto.datasets else proto.datasets[0] if proto.name == "smoke" else None
+    if tune and tune_ds is not None:
+        for records in _execute(tune_units(proto, tune_ds), workers):
+            _log(records)
+            runs.extend(records)
+        chosen, _ = report.tuning_table(runs)
+        chosen["dataset"] = tune_ds
+        if tune_ds == "citeseer":
+            coin["citeseer"] = {"tau": chosen["tau"], "n_steps": chosen["n_steps"]}
+    units = []
+    for ds in proto.datasets:
+        specs = model_specs(ds, coin[ds])
+        units += plan(proto, ds, specs, public=False)
+        if public:
+            units += plan(proto, ds, specs, public=True)
+    for records in _execute(units, workers):
+        _log(records)
+        runs.extend(records)
+    return runs, {"coin": coin, "tuning": chosen}
+
+
+def _names(mode: str) -> tuple[str, str]:
+    stem = "graph" if mode == "reduced" else f"graph_{mode}"
+    return f"{stem}.json", f"{stem}.md"
+
+
+def main(argv: list[str] | None = None) -> dict[str, Any]:
+    args = _parse(argv)
+    mode = "smoke" if args.smoke else "full" if args.full else "reduced"
+    out: Path = args.out
+    out.mkdir(parents=True, exist_ok=True)
+    json_name, md_name = _names(mode)
+    if args.report_only:
+        payload = json.loads((out / json_name).read_text())
+        timing_file = out / "graph_timing.json"
+        if timing_file.exists() and timing_file.stat().st_mtime > (out / json_name).stat().st_mtime:
+            payload["timing"] = json.loads(timing_file.read_text())
+            payload["timing"]["source"] = "graph_timing.json (python -m experiments.graph.timing)"
+            (out / json_name).write_text(json.dumps(payload, indent=1))
+        (out / md_name).write_text(markdown(payload))
+        return payload
+    proto = protocol(mode, datasets=tuple(args.datasets) if args.datasets else None, n_splits=args.splits,
+                     n_inits=args.inits, public_inits=args.inits, models=tuple(args.models) if args.models else None)
+    keep_freed_memory()
+    start_info = report.machine_info()
+    start = time.perf_counter()
+    runs, chosen = run(proto, args.workers, public=not args.no_public, tune=not args.no_tune)
+    wall = time.perf_counter() - start
+    summary = report.summarise(runs)
+    payload: dict[str, Any] = {
+        "mode": mode,
+        "command": "python -m experiments.graph.run" + "".join(f" {a}" for a in (sys.argv[1:] if argv is None
+                                                                                  else argv)),
+        "protocol": {"name": proto.name, "datasets": proto.datasets, "n_splits": proto.n_splits,
+                     "n_inits": proto.n_inits, "public_inits": proto.public_inits, "tune_splits": proto.tune_splits,
+                     "tune_inits": proto.tune_inits, "tune_grid": proto.tune_grid,
+                     "training": vars(proto.training), "workers": args.workers},
+        "machine": start_info,
+        "loadavg_end": report.machine_info()["loadavg"],
+        "wall_s": wall,
+        "json_name": json_name,
+        "chosen": chosen,
+        "summary": summary,
+        "full_protocol_estimate": report.full_protocol_estimate(summary),
+        "runs": runs,
+    }
+    if proto.timing and not args.no_timing:
+        payload["timing"] = timing.measure()
+        payload["timing"]["source"] = "measured at the end of this run"
+    (out / json_name).write_text(json.dumps(payload, indent=1))
+    (out / md_name).write_text(markdown(payload))
+    print(f"wrote {out / json_name} and {out / md_name} ({wall:.0f} s)")
+    return payload
+
+
+if __name__ == "__main__":
+    main()

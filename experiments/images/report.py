@@ -1,0 +1,136 @@
+"""Summary statistics and the markdown / JSON results of the semi-supervised image experiments."""
+
+from __future__ import annotations
+
+import os
+import statistics
+from typing import Any
+
+from benchmarks.common import machine
+from experiments.images.config import HPARAMS, Settings
+
+KIND_LABELS = {
+    "none": "no diffusion",
+    "graph": "graph diffusion",
+    "noise": "SDE noise (Feynman–Kac)",
+    "none_default": "no diffusion, module default net",
+}
+
+
+def machine_info() -> dict[str, Any]:
+    """CPU model, cores, torch version and threads, and the load average at the time."""
+    return {**machine(), "loadavg": [round(v, 2) for v in os.getloadavg()]}
+
+
+def mean_std(values: list[float]) -> tuple[float, float]:
+    """Mean and sample standard deviation (0 for one value)."""
+    return statistics.fmean(values), statistics.stdev(values) if len(values) > 1 else 0.0
+
+
+def summarise(runs: list[dict]) -> dict[str, Any]:
+    """Per ``dataset/labels/kind``: accuracies on the unlabelled points (and the digits test split), mean ± std."""
+    out: dict[str, Any] = {}
+    for r in runs:
+        key = f"{r['dataset']}/{r['labels_per_class']}/{r['kind']}"
+        entry = out.setdefault(key, {"unlabelled_acc": [], "test_acc": [], "seeds": [], "wall_s": []})
+        entry["unlabelled_acc"].append(r["unlabelled_acc"])
+        if "test_acc" in r:
+            entry["test_acc"].append(r["test_acc"])
+        entry["seeds"].append(r["seed"])
+        entry["wall_s"].append(r["wall_s"])
+    for entry in out.values():
+        entry["n"] = len(entry["seeds"])
+        entry["unlabelled_mean"], entry["unlabelled_std"] = mean_std(entry["unlabelled_acc"])
+        if entry["test_acc"]:
+            entry["test_mean"], entry["test_std"] = mean_std(entry["test_acc"])
+        entry["wall_s_mean"] = statistics.fmean(entry["wall_s"])
+    return out
+
+
+def _cell(entry: dict | None, field: str) -> str:
+    if entry is None or f"{field}_mean" not in entry:
+        return "–"
+    return f"{entry[f'{field}_mean']:.3f} ± {entry[f'{field}_std']:.3f} ({entry['n']})"
+
+
+def table(summary: dict[str, Any], dataset: str, labels: tuple[int, ...], kinds: list[str], field: str) -> list[str]:
+    """Markdown table: one row per labels-per-class, one column per model; cells ``mean ± std (n runs)``."""
+    head = "| labels / class | " + " | ".join(KIND_LABELS[k] for k in kinds) + " | mean fit time (s) |"
+    lines = [head, "|" + "---|" * (len(kinds) + 2)]
+    for lab in labels:
+        entries = [summary.get(f"{dataset}/{lab}/{k}") for k in kinds]
+        if all(e is None for e in entries):
+            continue
+        times = " / ".join(f"{e['wall_s_mean']:.1f}" if e else "–" for e in entries)
+        lines.append(f"| {lab} | " + " | ".join(_cell(e, field) for e in entries) + f" | {times} |")
+    return lines
+
+
+def markdown(payload: dict[str, Any], settings: Settings) -> str:
+    """The results page ``images.md``."""
+    s, m, summary = settings, payload["machine"], payload["summary"]
+    hp = HPARAMS
+    digits_kinds = [*s.kinds, *(["none_default"] if s.digits_default_none else [])]
+    n_pts = "all 70,000" if s.mnist_points is None else f"{s.mnist_points:,}"
+    lines = [
+        "# Semi-supervised images: no diffusion vs graph diffusion vs SDE noise",
+        "",
+        f"Mode **{s.mode}**: digits seeds {list(s.seeds)}, MNIST seeds {list(s.mnist_seeds)}; labels per class "
+        f"{list(s.labels)}. Total wall time {payload['wall_s']:.0f} s. Raw per-run records: "
+        f"`images_{s.mode}.json`.",
+        "",
+        "Command:",
+        "",
+        "```",
+        payload["command"],
+        "```",
+        "",
+        f"Machine: {m['cpu']}, {m['cores']} cores (torch threads {m['torch_threads']}), torch {m['torch']}, "
+        f"python {m['python']}; load average at start {m['loadavg']}, at end {payload['loadavg_end']} "
+        "(CPU shared with other jobs: times are indicative).",
+        "",
+        "## Protocol",
+        "",
+        "* Transductive: all points in one full batch; the loss sees the labels of the labelled subset only "
+        "(`labels_per_class` per class, drawn with the seed); accuracy is measured on **every unlabelled point** "
+        "with the weights after the last step (no checkpoint selection on labelled validation data).",
+        f"* One network for all three: `cdflow.models.ConvectionDiffusionNet` — dropout {hp['dropout']} → linear → "
+        f"tanh encoder to {hp['hidden']} features, convection dz = MLP(z, t) dt (width {hp['width']}, depth "
+        f"{hp['depth']}, tanh) over t ∈ [0, 1], linear head. Adam lr {hp['lr']}, weight decay {hp['weight_decay']}, "
+        "one full-batch step per epoch.",
+        "  * **no diffusion**: dopri5 (rtol 1e-3, atol 1e-4).",
+        f"  * **graph diffusion**: + −γLz with γ = {hp['diffusion_graph']['gamma']}, L the combinatorial Laplacian "
+        f"of the self-tuning Gaussian kNN graph (k = {hp['graph']['knn_k']}, scale from the "
+        f"{hp['graph']['knn_k_scale']}th neighbour; `knn_gaussian_graph`) over the input features, built once; "
+        f"Strang splitting with {hp['diffusion_graph']['n_steps']} steps, exact Krylov diffusion sub-steps, "
+        "dopri5 convection sub-steps.",
+        f"  * **SDE noise**: dZ = v dt + ς dW, ς = {hp['sigma']} (diagonal), Euler–Maruyama with step 0.1; one "
+        f"path per training step; evaluation = Feynman–Kac Monte Carlo mean of the softmax over "
+        f"{hp['n_samples']} paths.",
+        f"* **digits** (scikit-learn 8×8, 1,797 points, 64 pixel features in [0, 1]): `DigitsDataModule("
+        f"transductive=True, labels_per_class=L, seed)` trained by a Lightning `Trainer` on "
+        f"`ContinuousDepthClassifier` for {s.digits_epochs} epochs. The data module's stratified split also "
+        "holds out a 20% test split; its accuracy is the second table (what `cdflow fit` reports).",
+        f"* **MNIST**: {n_pts} images drawn stratified (seeded) from the train + test files (70,000), pixels / 255, "
+        f"PCA to {s.pca_dim} dimensions (`torch.pca_lowrank`, centred, scaled to unit overall std), kNN graph over "
+        f"the PCA features; plain full-batch torch loop, {s.mnist_epochs} Adam steps.",
+        "",
+    ]
+    if any(k.startswith("digits/") for k in summary):
+        lines += [f"## Digits: accuracy on the unlabelled points (mean ± std (n runs); {1797} points)", ""]
+        lines += table(summary, "digits", s.labels, digits_kinds, "unlabelled")
+        lines += ["", "## Digits: accuracy on the held-out 20% test split (the CLI's test/acc)", ""]
+        lines += table(summary, "digits", s.labels, digits_kinds, "test")
+        lines += [""]
+    if any(k.startswith("mnist/") for k in summary):
+        lines += [f"## MNIST ({n_pts} points, PCA {s.pca_dim}): accuracy on the unlabelled points", ""]
+        lines += table(summary, "mnist", s.labels, list(s.kinds), "unlabelled")
+        lines += [""]
+    lines += [
+        "The last column gives the mean training time of one run per model, in the column order.",
+        "`no diffusion, module default net` is what `--model.diffusion.kind none` builds in the LightningModule "
+        "(linear encoder without tanh, dropout after it, `build_classifier`): not the same network as the graph "
+        "and noise models, so the `no diffusion` column uses the `ConvectionDiffusionNet` with its diffusion off.",
+        "",
+    ]
+    return "\n".join(lines)

@@ -1,0 +1,91 @@
+"""``python -m experiments.images.run [--smoke|--full] [--out DIR]``: semi-supervised digits and MNIST.
+
+Writes ``DIR/images.md`` (``images_smoke.md`` in smoke mode) and ``DIR/images_<mode>.json`` (every run's
+record). Default DIR: experiments/results. Modes: smoke (CI, seconds), reduced (default: digits 3 seeds,
+MNIST 10,000 points 2 seeds), full (digits 5 seeds, MNIST all 70,000 points 3 seeds).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from experiments.images.config import settings_for
+from experiments.images.digits import run_digits
+from experiments.images.mnist import run_mnist
+from experiments.images.mnist_data import mnist_points, pca_features
+from experiments.images.report import machine_info, markdown, summarise
+
+RESULTS = Path(__file__).resolve().parents[1] / "results"
+
+
+def _parse(argv: list[str] | None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    mode = p.add_mutually_exclusive_group()
+    mode.add_argument("--smoke", action="store_true", help="tiny run for CI (< 20 s)")
+    mode.add_argument("--full", action="store_true", help="more seeds, all 70,000 MNIST points")
+    p.add_argument("--out", type=Path, default=RESULTS, help="results folder (default experiments/results)")
+    p.add_argument("--only", choices=("digits", "mnist"), default=None, help="run one dataset only")
+    return p.parse_args(argv)
+
+
+def _log(r: dict[str, Any]) -> None:
+    test = f" test {r['test_acc']:.3f}" if "test_acc" in r else ""
+    print(f"{r['dataset']:6s} L={r['labels_per_class']:<3d} seed {r['seed']} {r['kind']:12s} "
+          f"unlabelled {r['unlabelled_acc']:.3f}{test} ({r['wall_s']:.1f} s)", flush=True)
+
+
+def main(argv: list[str] | None = None) -> dict[str, Any]:
+    args = _parse(argv)
+    settings = settings_for("smoke" if args.smoke else "full" if args.full else "reduced")
+    out: Path = args.out
+    out.mkdir(parents=True, exist_ok=True)
+    info = machine_info()
+    start = time.perf_counter()
+    runs: list[dict[str, Any]] = []
+    if args.only in (None, "digits"):
+        kinds = [*settings.kinds, *(["none_default"] if settings.digits_default_none else [])]
+        for labels in settings.labels:
+            for seed in settings.seeds:
+                for kind in kinds:
+                    runs.append(run_digits(kind, labels, seed, settings))
+                    _log(runs[-1])
+    if args.only in (None, "mnist"):
+        for seed in settings.mnist_seeds:
+            x, y = mnist_points(settings.mnist_points, seed)
+            z = pca_features(x, settings.pca_dim, seed)
+            for labels in settings.labels:
+                for kind in settings.kinds:
+                    runs.append(run_mnist(kind, labels, seed, z, y, settings))
+                    _log(runs[-1])
+    bad = [r for r in runs if not math.isfinite(r["unlabelled_acc"])]
+    if bad:
+        raise RuntimeError(f"non-finite accuracies in {len(bad)} runs: {bad[:2]}")
+    argv_str = " ".join(sys.argv[1:]) if argv is None else " ".join(argv)
+    payload = {
+        "mode": settings.mode, "seeds": list(settings.seeds), "mnist_seeds": list(settings.mnist_seeds),
+        "command": f"python -m experiments.images.run {argv_str}".strip(),
+        "env": {k: os.environ.get(k) for k in ("OMP_NUM_THREADS", "OMP_WAIT_POLICY")},
+        "machine": info, "loadavg_end": [round(v, 2) for v in os.getloadavg()],
+        "wall_s": time.perf_counter() - start, "settings": settings.__dict__,
+        "summary": summarise(runs), "runs": runs,
+    }
+    payload["settings"] = {k: (list(v) if isinstance(v, tuple) else v) for k, v in payload["settings"].items()}
+    suffix = "" if settings.mode != "smoke" else "_smoke"
+    (out / f"images_{settings.mode}.json").write_text(json.dumps(payload, indent=1))
+    (out / f"images{suffix}.md").write_text(markdown(payload, settings))
+    print(f"wrote {out / f'images{suffix}.md'} and images_{settings.mode}.json ({payload['wall_s']:.1f} s)")
+    return payload
+
+
+if __name__ == "__main__":
+    torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", "1")))
+    main()

@@ -1,0 +1,72 @@
+"""`python -m experiments.robustness.run --smoke` writes well-formed results, and the PGD attack stays in its
+ε-ball and in [0, 1]."""
+
+import json
+import math
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import torch
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def _experiments_module(name: str):
+    """Import experiments.<name> from the repository root (the tests folder also has an `experiments`)."""
+    import importlib
+
+    if str(ROOT) not in sys.path:
+        sys.path.insert(0, str(ROOT))
+    pkg = sys.modules.get("experiments")
+    if pkg is not None and getattr(pkg, "__file__", None) is None:  # the tests' namespace package
+        del sys.modules["experiments"]
+    return importlib.import_module(f"experiments.{name}")
+
+
+def test_robustness_smoke_outputs_are_well_formed(tmp_path):
+    env = dict(os.environ, OMP_NUM_THREADS="1", OMP_WAIT_POLICY="PASSIVE")
+    cmd = [sys.executable, "-m", "experiments.robustness.run", "--smoke", "--out", str(tmp_path)]
+    done = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=180)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    payload = json.loads((tmp_path / "robustness_smoke.json").read_text())
+    assert {"mode", "seeds", "command", "machine", "wall_s", "settings", "hparams", "summary", "runs"} <= set(payload)
+    assert {"cpu", "cores", "torch", "torch_threads", "loadavg"} <= set(payload["machine"])
+    s = payload["settings"]
+    models = {r["model"] for r in payload["runs"]}
+    assert models == {"ode", "sde", "sde_mean_field"}
+    for r in payload["runs"]:
+        keys = {"clean", *(f"noise_{v:g}" for v in s["noise_sigmas"])}
+        modes = s["paths"] if r["model"] == "sde" else ["det"]
+        keys |= {f"pgd_{e:g}_{m}" for e in s["eps"] for m in modes}
+        assert set(r["acc"]) == keys
+        assert all(0.0 <= v <= 1.0 and math.isfinite(v) for v in r["acc"].values())
+        if r["model"] in ("ode", "sde"):
+            assert all(math.isfinite(v) for v in r["epoch_loss"]) and r["nfe_forward_per_step"] >= 10
+    md = (tmp_path / "robustness_smoke.md").read_text()
+    assert "python -m experiments.robustness.run --smoke" in md and "| neural ODE (MLP, Euler) |" in md
+    assert "nan" not in md.lower()
+
+
+def test_pgd_stays_in_the_ball_and_raises_the_loss():
+    attacks = _experiments_module("robustness.attacks")
+    gaussian_noise, pgd_linf = attacks.gaussian_noise, attacks.pgd_linf
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Linear(6, 3))
+    x, y = torch.rand(16, 6), torch.randint(0, 3, (16,))
+    gen = torch.Generator().manual_seed(0)
+    x_adv = pgd_linf(model, x, y, eps=0.1, steps=10, generator=gen)
+    assert float((x_adv - x).abs().max()) <= 0.1 + 1e-6 and 0.0 <= float(x_adv.min()) and float(x_adv.max()) <= 1.0
+    loss = torch.nn.functional.cross_entropy
+    with torch.no_grad():
+        assert float(loss(model(x_adv), y)) > float(loss(model(x), y))
+    noisy = gaussian_noise(x, 0.3, torch.Generator().manual_seed(1))
+    assert 0.0 <= float(noisy.min()) and float(noisy.max()) <= 1.0 and not torch.equal(noisy, x)
+
+
+def test_normalisation_constants_match_the_data_module():
+    from cdflow.data.modules import MNIST_STATS
+
+    models = _experiments_module("robustness.models")
+    assert (models.MEAN, models.STD) == MNIST_STATS["mnist"]
