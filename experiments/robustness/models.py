@@ -32,12 +32,13 @@ class Normalized(nn.Module):
         return self.net(((x - MEAN) / STD).reshape(x.shape[0], *self.shape))
 
 
-def build_model(kind: str, seed: int, n_samples: int = 8) -> Normalized:
-    """``ode`` or ``sde``: the shared `ConvectionDiffusionNet` (784 → hidden, MLP velocity, linear head)."""
+def build_model(kind: str, seed: int, n_samples: int = 8, sigma: float = 0.5) -> Normalized:
+    """``ode`` or ``sde`` (noise ς = `sigma`): the shared `ConvectionDiffusionNet` (784 → hidden, MLP velocity,
+    linear head)."""
     hp = HPARAMS
     solver = SolverSpec(method=hp["method"], step_size=hp["step_size"], t1=hp["t1"])
     if kind == "sde":
-        diffusion = DiffusionSpec(kind="noise", sigma=hp["sigma"], noise_type=hp["noise_type"], n_samples=n_samples)
+        diffusion = DiffusionSpec(kind="noise", sigma=sigma, noise_type=hp["noise_type"], n_samples=n_samples)
     elif kind == "ode":
         diffusion = DiffusionSpec(kind="none")
     else:

@@ -9,12 +9,28 @@ from typing import Any
 from benchmarks.common import machine
 from experiments.robustness.config import HPARAMS, Settings
 
-ROW_LABELS = {
-    "ode": "neural ODE (MLP, Euler)",
-    "sde": "SDE, Feynman–Kac mean",
-    "sde_mean_field": "SDE-trained, mean-field ODE eval",
-    "conv_ode": "conv neural ODE (mnist.yaml checkpoint)",
-}
+
+def row_label(model: str) -> str:
+    """Table label of a model key: ``ode``, ``sde_s<σ>``, ``sde_s<σ>_mean_field``, ``conv_ode``."""
+    if model == "ode":
+        return "neural ODE (MLP, Euler)"
+    if model == "conv_ode":
+        return "conv neural ODE (mnist.yaml checkpoint)"
+    sigma = model.split("_")[1][1:]
+    if model.endswith("_mean_field"):
+        return f"SDE-trained ς={sigma}, mean-field ODE eval"
+    return f"SDE ς={sigma}, Feynman–Kac mean"
+
+
+def _order(models: list[str]) -> list[str]:
+    """ode first, then each SDE with its mean-field row, then the conv ODE."""
+    def key(m: str) -> tuple:
+        if m == "ode":
+            return (0, 0.0, 0)
+        if m == "conv_ode":
+            return (2, 0.0, 0)
+        return (1, float(m.split("_")[1][1:]), int(m.endswith("_mean_field")))
+    return sorted(models, key=key)
 PATH_LABELS = {"det": "–", "fixed": "fixed (the evaluation's paths)", "fresh": "fresh every step"}
 
 
@@ -54,15 +70,13 @@ def accuracy_table(summary: dict[str, Any], settings: Settings) -> list[str]:
     cols = ["clean", *(f"noise_{s:g}" for s in settings.noise_sigmas)]
     heads = ["clean", *(f"noise σ={s:g}" for s in settings.noise_sigmas), *(f"PGD ε={e:g}" for e in settings.eps)]
     lines = ["| model | PGD sees paths | n | " + " | ".join(heads) + " |", "|" + "---|" * (len(heads) + 3)]
-    for model in ROW_LABELS:
-        entry = summary.get(model)
-        if entry is None:
-            continue
+    for model in _order(list(summary)):
+        entry = summary[model]
         modes = sorted({k.rsplit("_", 1)[1] for k in entry["mean"] if k.startswith("pgd_")},
                        key=list(PATH_LABELS).index)
         for mode in modes:
             cells = [_cell(entry, c) for c in cols] + [_cell(entry, f"pgd_{e:g}_{mode}") for e in settings.eps]
-            lines.append(f"| {ROW_LABELS[model]} | {PATH_LABELS[mode]} | {entry['n']} | " + " | ".join(cells) + " |")
+            lines.append(f"| {row_label(model)} | {PATH_LABELS[mode]} | {entry['n']} | " + " | ".join(cells) + " |")
     return lines
 
 
@@ -70,15 +84,13 @@ def cost_table(runs: list[dict]) -> list[str]:
     """Training time per epoch and NFE per step, and evaluation time, mean over runs per model."""
     lines = ["| model | train s / epoch | drift evaluations per training step | eval s (all attacks) |",
              "|---|---|---|---|"]
-    for model in ROW_LABELS:
+    for model in _order(sorted({r["model"] for r in runs})):
         rs = [r for r in runs if r["model"] == model]
-        if not rs:
-            continue
         ep = [s for r in rs for s in r.get("epoch_s", [])]
         nfe = {r.get("nfe_forward_per_step") for r in rs}
         ev = statistics.fmean(r["eval_s"] for r in rs)
-        lines.append(f"| {ROW_LABELS[model]} | {statistics.fmean(ep):.1f} | {', '.join(map(str, nfe))} | {ev:.0f} |"
-                     if ep else f"| {ROW_LABELS[model]} | – | – | {ev:.0f} |")
+        lines.append(f"| {row_label(model)} | {statistics.fmean(ep):.1f} | {', '.join(map(str, nfe))} | {ev:.0f} |"
+                     if ep else f"| {row_label(model)} | – | – | {ev:.0f} |")
     return lines
 
 
@@ -112,7 +124,8 @@ def markdown(payload: dict[str, Any], settings: Settings) -> str:
         f"{hp['t1']}] (width {hp['width']}, depth {hp['depth']}, {hp['activation']}) → linear head. The "
         "normalisation is inside the model, so noise and attacks act on [0, 1] pixels.",
         f"* **neural ODE**: Euler, step {hp['step_size']} (10 steps). **SDE**: Euler–Maruyama with the same step, "
-        f"ς = {hp['sigma']} ({hp['noise_type']}), Itô; trained with one Brownian path per step; evaluated by the "
+        f"ς ∈ {list(s.sde_sigmas)} (one model each; {hp['noise_type']}), Itô; trained with one Brownian path per "
+        "step; evaluated by the "
         f"Feynman–Kac Monte Carlo mean of the softmax over {s.n_samples} paths (scores = log of that mean). "
         "**SDE-trained, mean-field ODE eval**: the same SDE weights evaluated by the noise-free ODE (separates "
         "training with noise from averaging over paths at test time).",

@@ -57,17 +57,19 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     x_test, y_test = mnist_pixels("test", settings.eval_images)
     runs: list[dict[str, Any]] = []
     for seed in settings.seeds:
-        for kind in ("ode", "sde"):
+        for kind, sigma in [("ode", 0.0), *(("sde", sig) for sig in settings.sde_sigmas)]:
+            name = kind if kind == "ode" else f"sde_s{sigma:g}"
             torch.manual_seed(seed)
-            model = build_model(kind, seed, settings.n_samples)
+            model = build_model(kind, seed, settings.n_samples, sigma)
             fit = train_model(model, x_train, y_train, settings, seed)
-            print(f"{kind} seed {seed}: loss {fit['epoch_loss']}, s/epoch {fit['epoch_s']}", flush=True)
-            runs.append({"model": kind, "seed": seed, **fit, **evaluate(model, x_test, y_test, settings, seed)})
+            print(f"{name} seed {seed}: loss {fit['epoch_loss']}, s/epoch {fit['epoch_s']}", flush=True)
+            runs.append({"model": name, "sigma": sigma, "seed": seed, **fit,
+                         **evaluate(model, x_test, y_test, settings, seed)})
             _log(runs[-1])
             if kind == "sde":
                 set_mean_field(model, True)
                 result = evaluate(model, x_test, y_test, settings, seed)
-                runs.append({"model": "sde_mean_field", "seed": seed, **result})
+                runs.append({"model": f"{name}_mean_field", "sigma": sigma, "seed": seed, **result})
                 _log(runs[-1])
     if args.conv_ckpt:
         model = load_conv_ode(args.conv_ckpt)

@@ -106,7 +106,7 @@ class _Instrumented:
         self.last_dts = [self.last_dts[-1], dt] if self.last_dts else [dt]
         if self.max_steps is not None and stats.steps > self.max_steps:
             raise SolverError(
-                f"max_steps={self.max_steps} exceeded at t={float(t0):.6g} with method {stats.method!r} "
+                f"max_steps={self.max_steps} exceeded at t={float(t0.detach()):.6g} with method {stats.method!r} "
                 f"({stats.steps_rejected or 0} steps rejected): loosen rtol/atol, raise max_steps, or use a "
                 "fixed-step method (e.g. rk4 with step_size)"
             )
@@ -130,7 +130,7 @@ class _Instrumented:
 
 
 def _nonfinite_message(method: str, t: Tensor | float | None) -> str:
-    where = "" if t is None else f" at t={float(t):.6g}"
+    where = "" if t is None else f" at t={float(t.detach() if isinstance(t, Tensor) else t):.6g}"
     return (
         f"the state became non-finite (NaN/Inf){where} with method {method!r}: the drift diverged; lower "
         "the learning rate, normalise the inputs, or reduce the depth t1 / step_size"
@@ -207,9 +207,9 @@ def _first_nonfinite_time(drift: nn.Module, x0: Tensor, t: Tensor, spec: SolverS
         with torch.no_grad():
             odeint(probe, x0, t, rtol=spec.rtol, atol=spec.atol, method=spec.method, options=options)
     except SolverError:
-        return None if probe.last_t is None else float(probe.last_t)
+        return None if probe.last_t is None else float(probe.last_t.detach())
     except AssertionError:
-        return None if probe.last_t is None else float(probe.last_t)
+        return None if probe.last_t is None else float(probe.last_t.detach())
     return float(t[-1])
 
 
@@ -219,11 +219,11 @@ def _translate(err: AssertionError, func: _Instrumented, spec: SolverSpec) -> So
     last_y = func.last_y
     if "non-finite" in msg or (last_y is not None and not bool(torch.isfinite(last_y).all())):
         return SolverError(_nonfinite_message(spec.method, func.last_t))
-    where = "" if func.last_t is None else f" at t={float(func.last_t):.6g}"
+    where = "" if func.last_t is None else f" at t={float(func.last_t.detach()):.6g}"
     if "underflow" in msg and last_y is not None and func.last_t is not None:
         # Diagnose once, after the failure: did the drift itself return NaN/Inf over the last attempted step?
         t0 = func.last_t.to(last_y.dtype)
-        probes = [t0] + [t0 + float(dt) * c for dt in func.last_dts if torch.isfinite(dt) for c in (0.5, 1.0)]
+        probes = [t0] + [t0 + float(dt.detach()) * c for dt in func.last_dts if torch.isfinite(dt) for c in (0.5, 1.0)]
         with torch.no_grad():
             finite = all(bool(torch.isfinite(func.drift(tp, last_y)).all()) for tp in probes)
         if not finite:
