@@ -54,3 +54,15 @@ bench: install  ## benchmark suite → benchmarks/results/latest.{md,json}; QUIC
 reproduce-toys: install  ## 2-D toys ± diffusion, XOR distance–diameter ratio, Feynman–Kac check (FULL=1: paper protocol)
 	$(BIN)/python -m experiments.toys.run $(if $(FULL),--full)
 	$(BIN)/python -m experiments.feynman_kac.run $(if $(FULL),--full)
+
+reproduce-graph: install  ## Cora/Citeseer node classification (reduced 10×3; FULL=1: 100 splits × 20 inits)
+	$(BIN)/python -m experiments.graph.run $(if $(FULL),--full)
+
+reproduce-covid: install  ## England COVID forecasting with 90% missing targets (FULL=1: 10 maskings × 10 inits)
+	$(BIN)/python -m experiments.covid.run $(if $(FULL),--full)
+
+reproduce-images: install  ## semi-supervised digits and MNIST, 1/5/10 labels per class (FULL=1: all of MNIST)
+	$(BIN)/python -m experiments.images.run $(if $(FULL),--full)
+
+reproduce-robustness: install  ## MNIST neural ODE vs Feynman–Kac SDE under noise and PGD (FULL=1: whole test set)
+	$(BIN)/python -m experiments.robustness.run $(if $(FULL),--full)

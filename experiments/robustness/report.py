@@ -94,6 +94,29 @@ def cost_table(runs: list[dict]) -> list[str]:
     return lines
 
 
+def findings(summary: dict[str, Any], settings: Settings) -> list[str]:
+    """Data-driven reading of the table: each SDE against the ODE, and path averaging against the mean field."""
+    ode = summary.get("ode")
+    if ode is None:
+        return []
+    keys = ["clean", *(f"noise_{v:g}" for v in settings.noise_sigmas), *(f"pgd_{e:g}" for e in settings.eps)]
+    lines = []
+    for model in _order(list(summary)):
+        if not model.startswith("sde_") or model.endswith("_mean_field"):
+            continue
+        fk, mf = summary[model]["mean"], summary.get(f"{model}_mean_field", {}).get("mean", {})
+        parts = []
+        for key in keys:
+            ode_key = f"{key}_det" if key.startswith("pgd_") else key
+            fk_key = f"{key}_fixed" if key.startswith("pgd_") else key
+            if ode_key in ode["mean"] and fk_key in fk:
+                diff = fk[fk_key] - ode["mean"][ode_key]
+                mf_diff = fk[fk_key] - mf[ode_key] if ode_key in mf else float("nan")
+                parts.append(f"{key.replace('_', ' ')}: {diff:+.3f} vs ODE, {mf_diff:+.3f} vs its mean field")
+        lines.append(f"* {row_label(model)} (PGD with fixed paths) — " + "; ".join(parts) + ".")
+    return lines
+
+
 def markdown(payload: dict[str, Any], settings: Settings) -> str:
     """The results page ``robustness.md``."""
     s, m, hp = settings, payload["machine"], HPARAMS
@@ -145,6 +168,10 @@ def markdown(payload: dict[str, Any], settings: Settings) -> str:
         "## Accuracy (mean ± std over seeds)",
         "",
         *accuracy_table(payload["summary"], s),
+        "",
+        "Differences of the means (accuracy points as fractions; std over seeds in the table above):",
+        "",
+        *findings(payload["summary"], s),
         "",
         "## Cost",
         "",
