@@ -15,9 +15,12 @@ def solver_spec(kind: str) -> SolverSpec:
 
 
 def diffusion_spec(kind: str) -> DiffusionSpec:
-    """No diffusion; graph diffusion −γLz by Strang splitting with an exact Krylov sub-step; or noise ς dW."""
+    """No diffusion; graph diffusion −γLz by Strang splitting with an exact Krylov sub-step (``graph``: γ = 1,
+    ``graph_strong``: γ = 10); or noise ς dW (``noise``)."""
     if kind == "graph":
         return DiffusionSpec(kind="graph", **HPARAMS["diffusion_graph"])
+    if kind == "graph_strong":
+        return DiffusionSpec(kind="graph", **{**HPARAMS["diffusion_graph"], "gamma": HPARAMS["gamma_strong"]})
     if kind == "noise":
         return DiffusionSpec(kind="noise", sigma=HPARAMS["sigma"], n_samples=HPARAMS["n_samples"])
     return DiffusionSpec(kind="none")

@@ -7,11 +7,12 @@ import statistics
 from typing import Any
 
 from benchmarks.common import machine
-from experiments.images.config import HPARAMS, Settings
+from experiments.images.config import EXTRA_KINDS, HPARAMS, KINDS, Settings
 
 KIND_LABELS = {
     "none": "no diffusion",
-    "graph": "graph diffusion",
+    "graph": "graph diffusion γ=1",
+    "graph_strong": "graph diffusion γ=10",
     "noise": "SDE noise (Feynman–Kac)",
     "none_default": "no diffusion, module default net",
 }
@@ -70,7 +71,10 @@ def markdown(payload: dict[str, Any], settings: Settings) -> str:
     """The results page ``images.md``."""
     s, m, summary = settings, payload["machine"], payload["summary"]
     hp = HPARAMS
-    digits_kinds = [*s.kinds, *(["none_default"] if s.digits_default_none else [])]
+    present = {k.split("/")[2] for k in summary}
+    digits_kinds = [k for k in (*KINDS, *EXTRA_KINDS) if k in present and any(
+        key.startswith("digits/") and key.endswith(f"/{k}") for key in summary)]
+    mnist_kinds = [k for k in KINDS if any(key.startswith("mnist/") and key.endswith(f"/{k}") for key in summary)]
     n_pts = "all 70,000" if s.mnist_points is None else f"{s.mnist_points:,}"
     lines = [
         "# Semi-supervised images: no diffusion vs graph diffusion vs SDE noise",
@@ -82,8 +86,10 @@ def markdown(payload: dict[str, Any], settings: Settings) -> str:
         "Command:",
         "",
         "```",
-        payload["command"],
+        *payload.get("commands", [payload["command"]]),
         "```",
+        "",
+        "Environment: " + ", ".join(f"{k}={v}" for k, v in payload.get("env", {}).items()) + ".",
         "",
         f"Machine: {m['cpu']}, {m['cores']} cores (torch threads {m['torch_threads']}), torch {m['torch']}, "
         f"python {m['python']}; load average at start {m['loadavg']}, at end {payload['loadavg_end']} "
@@ -99,7 +105,8 @@ def markdown(payload: dict[str, Any], settings: Settings) -> str:
         f"{hp['depth']}, tanh) over t ∈ [0, 1], linear head. Adam lr {hp['lr']}, weight decay {hp['weight_decay']}, "
         "one full-batch step per epoch.",
         "  * **no diffusion**: dopri5 (rtol 1e-3, atol 1e-4).",
-        f"  * **graph diffusion**: + −γLz with γ = {hp['diffusion_graph']['gamma']}, L the combinatorial Laplacian "
+        f"  * **graph diffusion**: + −γLz with γ = {hp['diffusion_graph']['gamma']} (and γ = {hp['gamma_strong']}: "
+        "tried once after seeing the γ = 1 results, not tuned further), L the combinatorial Laplacian "
         f"of the self-tuning Gaussian kNN graph (k = {hp['graph']['knn_k']}, scale from the "
         f"{hp['graph']['knn_k_scale']}th neighbour; `knn_gaussian_graph`) over the input features, built once; "
         f"Strang splitting with {hp['diffusion_graph']['n_steps']} steps, exact Krylov diffusion sub-steps, "
@@ -124,7 +131,7 @@ def markdown(payload: dict[str, Any], settings: Settings) -> str:
         lines += [""]
     if any(k.startswith("mnist/") for k in summary):
         lines += [f"## MNIST ({n_pts} points, PCA {s.pca_dim}): accuracy on the unlabelled points", ""]
-        lines += table(summary, "mnist", s.labels, list(s.kinds), "unlabelled")
+        lines += table(summary, "mnist", s.labels, mnist_kinds, "unlabelled")
         lines += [""]
     lines += [
         "The last column gives the mean training time of one run per model, in the column order.",

@@ -18,7 +18,7 @@ from typing import Any
 
 import torch
 
-from experiments.images.config import settings_for
+from experiments.images.config import EXTRA_KINDS, KINDS, settings_for
 from experiments.images.digits import run_digits
 from experiments.images.mnist import run_mnist
 from experiments.images.mnist_data import mnist_points, pca_features
@@ -34,7 +34,24 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
     mode.add_argument("--full", action="store_true", help="more seeds, all 70,000 MNIST points")
     p.add_argument("--out", type=Path, default=RESULTS, help="results folder (default experiments/results)")
     p.add_argument("--only", choices=("digits", "mnist"), default=None, help="run one dataset only")
+    p.add_argument("--kinds", nargs="+", choices=(*KINDS, *EXTRA_KINDS), default=None,
+                   help="run only these models (default: the mode's models)")
+    p.add_argument("--merge", action="store_true",
+                   help="add to the runs of DIR/images_<mode>.json (replacing runs with the same dataset, labels, "
+                        "model and seed) instead of starting afresh")
     return p.parse_args(argv)
+
+
+def _kinds(args: argparse.Namespace, settings: Any, dataset: str) -> list[str]:
+    """The models to run on `dataset`: --kinds, else the mode's (plus none_default on digits)."""
+    if args.kinds is not None:
+        return [k for k in args.kinds if dataset == "digits" or k not in EXTRA_KINDS]
+    extra = list(EXTRA_KINDS) if dataset == "digits" and settings.digits_default_none else []
+    return [*settings.kinds, *extra]
+
+
+def _key(r: dict[str, Any]) -> tuple:
+    return r["dataset"], r["labels_per_class"], r["kind"], r["seed"]
 
 
 def _log(r: dict[str, Any]) -> None:
@@ -52,35 +69,46 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     start = time.perf_counter()
     runs: list[dict[str, Any]] = []
     if args.only in (None, "digits"):
-        kinds = [*settings.kinds, *(["none_default"] if settings.digits_default_none else [])]
+        kinds = _kinds(args, settings, "digits")
         for labels in settings.labels:
             for seed in settings.seeds:
                 for kind in kinds:
                     runs.append(run_digits(kind, labels, seed, settings))
                     _log(runs[-1])
-    if args.only in (None, "mnist"):
+    kinds = _kinds(args, settings, "mnist")
+    if args.only in (None, "mnist") and kinds:
         for seed in settings.mnist_seeds:
             x, y = mnist_points(settings.mnist_points, seed)
             z = pca_features(x, settings.pca_dim, seed)
             for labels in settings.labels:
-                for kind in settings.kinds:
+                for kind in kinds:
                     runs.append(run_mnist(kind, labels, seed, z, y, settings))
                     _log(runs[-1])
     bad = [r for r in runs if not math.isfinite(r["unlabelled_acc"])]
     if bad:
         raise RuntimeError(f"non-finite accuracies in {len(bad)} runs: {bad[:2]}")
     argv_str = " ".join(sys.argv[1:]) if argv is None else " ".join(argv)
+    command = f"python -m experiments.images.run {argv_str}".strip()
+    json_path = out / f"images_{settings.mode}.json"
+    commands, wall = [command], time.perf_counter() - start
+    if args.merge and json_path.is_file():
+        old = json.loads(json_path.read_text())
+        new_keys = {_key(r) for r in runs}
+        runs = [r for r in old["runs"] if _key(r) not in new_keys] + runs
+        commands = [*old.get("commands", [old["command"]]), command]
+        wall += old.get("wall_s", 0.0)
+        info = old["machine"]
     payload = {
         "mode": settings.mode, "seeds": list(settings.seeds), "mnist_seeds": list(settings.mnist_seeds),
-        "command": f"python -m experiments.images.run {argv_str}".strip(),
+        "command": command, "commands": commands,
         "env": {k: os.environ.get(k) for k in ("OMP_NUM_THREADS", "OMP_WAIT_POLICY")},
         "machine": info, "loadavg_end": [round(v, 2) for v in os.getloadavg()],
-        "wall_s": time.perf_counter() - start, "settings": settings.__dict__,
+        "wall_s": wall, "settings": settings.__dict__,
         "summary": summarise(runs), "runs": runs,
     }
     payload["settings"] = {k: (list(v) if isinstance(v, tuple) else v) for k, v in payload["settings"].items()}
     suffix = "" if settings.mode != "smoke" else "_smoke"
-    (out / f"images_{settings.mode}.json").write_text(json.dumps(payload, indent=1))
+    json_path.write_text(json.dumps(payload, indent=1))
     (out / f"images{suffix}.md").write_text(markdown(payload, settings))
     print(f"wrote {out / f'images{suffix}.md'} and images_{settings.mode}.json ({payload['wall_s']:.1f} s)")
     return payload

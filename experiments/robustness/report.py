@@ -135,6 +135,8 @@ def markdown(payload: dict[str, Any], settings: Settings) -> str:
         payload["command"],
         "```",
         "",
+        "Environment: " + ", ".join(f"{k}={v}" for k, v in payload.get("env", {}).items()) + ".",
+        "",
         f"Machine: {m['cpu']}, {m['cores']} cores (torch threads {m['torch_threads']}), torch {m['torch']}, "
         f"python {m['python']}; load average at start {m['loadavg']}, at end {payload['loadavg_end']} "
         "(CPU shared with other jobs: times are indicative).",

@@ -11,7 +11,7 @@ import dataclasses
 import inspect
 import math
 import warnings
-from typing import Any
+from typing import Any, Literal
 
 import lightning as L
 import torch.nn.functional as F
@@ -86,6 +86,9 @@ class ContinuousDepthClassifier(L.LightningModule):
         on_failure: ``stop`` (raise `TrainingDiverged` naming epoch, batch and solver statistics) or ``skip``
             (no update for that step; counted in ``train/skipped_steps``).
         max_consecutive_skips: with ``skip``, stop anyway after this many failed steps in a row.
+        network: ``default`` (encoder → ContinuousDepth → head of `build_classifier`) or ``cdnet`` (the
+            `ConvectionDiffusionNet` that graph and noise diffusion use, here also with diffusion kind
+            ``none``, so that the three kinds can be compared on one network).
         model: a ready network replacing the default one.
     """
 
@@ -115,6 +118,7 @@ class ContinuousDepthClassifier(L.LightningModule):
         seed: int = 0,
         on_failure: FailureMode = "stop",
         max_consecutive_skips: int = 20,
+        network: Literal["default", "cdnet"] = "default",
         model: nn.Module | None = None,
     ) -> None:
         super().__init__()
@@ -136,7 +140,7 @@ class ContinuousDepthClassifier(L.LightningModule):
             tuple(input_shape) if input_shape is not None else None
         )
         self.solver = spec  # a copy: the default blocks share it, the caller may reuse theirs
-        self.diffusion, self.graph, self.seed = diff_spec, graph_spec, seed
+        self.diffusion, self.graph, self.seed, self.network = diff_spec, graph_spec, seed, network
         self.net_config: dict[str, Any] = {
             "encoder": encoder, "hidden": hidden, "velocity": velocity, "width": width, "depth": depth,
             "activation": activation, "time_input": time_input, "dropout": dropout,
@@ -158,7 +162,7 @@ class ContinuousDepthClassifier(L.LightningModule):
         """The default network from the constructor arguments; override in a subclass to build another."""
         if self.input_shape is None:
             raise ConfigError("input_shape is required to build the default network (or pass model=...)")
-        if self.diffusion.kind != "none":
+        if self.diffusion.kind != "none" or self.network == "cdnet":
             cfg = self.net_config
             if cfg["encoder"] == "conv" or cfg["velocity"] == "conv":
                 raise ConfigError(
