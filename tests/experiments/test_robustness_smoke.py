@@ -35,14 +35,14 @@ def test_robustness_smoke_outputs_are_well_formed(tmp_path):
     assert {"cpu", "cores", "torch", "torch_threads", "loadavg"} <= set(payload["machine"])
     s = payload["settings"]
     models = {r["model"] for r in payload["runs"]}
-    assert models == {"ode", "sde", "sde_mean_field"}
+    assert models == {"ode", "sde_s0.5", "sde_s0.5_mean_field"}
     for r in payload["runs"]:
         keys = {"clean", *(f"noise_{v:g}" for v in s["noise_sigmas"])}
-        modes = s["paths"] if r["model"] == "sde" else ["det"]
+        modes = s["paths"] if r["model"] == "sde_s0.5" else ["det"]
         keys |= {f"pgd_{e:g}_{m}" for e in s["eps"] for m in modes}
         assert set(r["acc"]) == keys
         assert all(0.0 <= v <= 1.0 and math.isfinite(v) for v in r["acc"].values())
-        if r["model"] in ("ode", "sde"):
+        if r["model"] in ("ode", "sde_s0.5"):
             assert all(math.isfinite(v) for v in r["epoch_loss"]) and r["nfe_forward_per_step"] >= 10
     md = (tmp_path / "robustness_smoke.md").read_text()
     assert "python -m experiments.robustness.run --smoke" in md and "| neural ODE (MLP, Euler) |" in md
