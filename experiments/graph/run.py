@@ -15,6 +15,7 @@ import sys
 import time
 from collections.abc import Iterable, Iterator
 from concurrent.futures import ProcessPoolExecutor
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -41,10 +42,14 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--splits", type=int, help="random splits per row (overrides the mode)")
     p.add_argument("--inits", type=int, help="initialisations per split (overrides the mode)")
     p.add_argument("--no-public", action="store_true", help="skip the Planetoid public split")
-    p.add_argument("--no-tune", action="store_true", help=f"skip Citeseer's COIN search ({DEFAULT_CITESEER_COIN})")
+    p.add_argument("--tune", choices=("all", "coin", "dropout", "none"), default="all",
+                   help=f"Citeseer's searches to run (none: COIN {DEFAULT_CITESEER_COIN}, no tuned Diff-ResNet row)")
     p.add_argument("--no-timing", action="store_true", help="skip the single-run timing")
     p.add_argument("--workers", type=int, default=1, help="processes (one split per task; default 1)")
     p.add_argument("--report-only", action="store_true", help="rebuild the markdown from the json")
+    p.add_argument("--merge", action="store_true",
+                   help="merge into the existing json: runs of the (dataset, split, model) groups run now replace "
+                        "the old ones, the rest are kept")
     return p.parse_args(argv)
 
 
@@ -72,7 +77,9 @@ def _groups(n: int, size: int) -> Iterable[tuple[int, ...]]:
 def plan(proto: Protocol, dataset: str, specs: list[ModelSpec], public: bool) -> list[Unit]:
     """Units of one dataset: every row × split × group of initialisations."""
     units = []
-    wanted = proto.public_models if public and proto.public_models is not None else proto.models
+    wanted = proto.models
+    if public and proto.public_models is not None:
+        wanted = tuple(k for k in proto.public_models if proto.models is None or k in proto.models)
     for spec in specs:
         if wanted is not None and spec.key not in wanted:
             continue
@@ -85,15 +92,22 @@ def plan(proto: Protocol, dataset: str, specs: list[ModelSpec], public: bool) ->
     return units
 
 
-def tune_units(proto: Protocol, dataset: str) -> list[Unit]:
-    """Citeseer's COIN search: explicit COIN for every (τ, steps) of the grid (selection on validation)."""
+def tune_units(proto: Protocol, dataset: str, which: str = "all") -> list[Unit]:
+    """Citeseer's searches (selection on validation accuracy only): explicit COIN for every (τ, steps) of the
+    grid, and Diff-ResNet for every dropout of the dropout grid (`which`: all, coin or dropout)."""
+    specs = []
+    if which in ("all", "coin"):
+        specs += [model_specs(dataset, {"tau": tau, "n_steps": steps})[0]
+                  for tau in proto.tune_grid["tau"] for steps in proto.tune_grid["n_steps"]]
+    if which in ("all", "dropout"):
+        recipe = next(s for s in model_specs(dataset, DEFAULT_CITESEER_COIN) if s.key == "diffresnet")
+        specs += [replace(recipe, kwargs={**recipe.kwargs, "dropout": p}, deterministic=p == 0.0)
+                  for p in proto.dropout_grid]
     units = []
-    for tau in proto.tune_grid["tau"]:
-        for steps in proto.tune_grid["n_steps"]:
-            spec = model_specs(dataset, {"tau": tau, "n_steps": steps})[0]
-            for split in range(proto.tune_splits):
-                for inits in _groups(proto.tune_inits, spec.max_members):
-                    units.append(Unit(dataset, False, spec, split, inits, proto.training, phase="tune"))
+    for spec in specs:
+        for split in range(proto.tune_splits):
+            for inits in _groups(proto.tune_inits, spec.max_members):
+                units.append(Unit(dataset, False, spec, split, inits, proto.training, phase="tune"))
     return units
 
 
@@ -104,29 +118,58 @@ def _log(records: list[dict[str, Any]]) -> None:
           f"test {accs}  epochs {[r['epochs'] for r in records]}  {r0['batch_wall_s']:.1f} s", flush=True)
 
 
-def run(proto: Protocol, workers: int, public: bool, tune: bool) -> tuple[list[dict], dict[str, Any]]:
+def run(proto: Protocol, workers: int, public: bool, tune: str) -> tuple[list[dict], dict[str, Any]]:
     runs: list[dict] = []
     coin = {"cora": dict(COIN_CORA), "citeseer": dict(DEFAULT_CITESEER_COIN)}
+    dropout: dict[str, float | None] = {"cora": None, "citeseer": None}
     chosen: dict[str, Any] = {}
     tune_ds = "citeseer" if "citeseer" in proto.datasets else proto.datasets[0] if proto.name == "smoke" else None
-    if tune and tune_ds is not None:
-        for records in _execute(tune_units(proto, tune_ds), workers):
+    if tune != "none" and tune_ds is not None:
+        for records in _execute(tune_units(proto, tune_ds, tune), workers):
             _log(records)
             runs.extend(records)
         chosen, _ = report.tuning_table(runs)
         chosen["dataset"] = tune_ds
-        if tune_ds == "citeseer":
+        chosen["diffresnet"], _ = report.dropout_table(runs)
+        if tune_ds == "citeseer" and "tau" in chosen:
             coin["citeseer"] = {"tau": chosen["tau"], "n_steps": chosen["n_steps"]}
+        dropout[tune_ds] = chosen["diffresnet"].get("dropout")
     units = []
     for ds in proto.datasets:
-        specs = model_specs(ds, coin[ds])
+        specs = model_specs(ds, coin[ds], dropout[ds])
         units += plan(proto, ds, specs, public=False)
         if public:
             units += plan(proto, ds, specs, public=True)
     for records in _execute(units, workers):
         _log(records)
         runs.extend(records)
-    return runs, {"coin": coin, "tuning": chosen}
+    return runs, {"coin": coin, "diffresnet_dropout": dropout, "tuning": chosen}
+
+
+def _group(r: dict[str, Any]) -> tuple:
+    return r["phase"], r["dataset"], r["split_protocol"], r["model"], json.dumps(r["kwargs"], sort_keys=True)
+
+
+def merge(old: dict[str, Any], new: dict[str, Any]) -> dict[str, Any]:
+    """`old` with the runs of every group present in `new` replaced by new's; summaries recomputed."""
+    groups = {_group(r) for r in new["runs"]}
+    runs = [r for r in old["runs"] if _group(r) not in groups] + new["runs"]
+    chosen = dict(old.get("chosen", {}))
+    for key, value in new.get("chosen", {}).items():
+        if isinstance(value, dict) and isinstance(chosen.get(key), dict):
+            chosen[key] = {**chosen[key], **{k: v for k, v in value.items() if v}}
+        elif value:
+            chosen[key] = value
+    summary = report.summarise(runs)
+    merged = {**old, "runs": runs, "chosen": chosen, "summary": summary,
+              "full_protocol_estimate": report.full_protocol_estimate(summary),
+              "wall_s": old["wall_s"] + new["wall_s"], "loadavg_end": new["loadavg_end"]}
+    merged["merged"] = old.get("merged", []) + [{"command": new["command"], "wall_s": new["wall_s"],
+                                                  "loadavg_start": new["machine"]["loadavg"],
+                                                  "groups": sorted({"/".join(g[:4]) for g in groups})}]
+    if "timing" in new:
+        merged["timing"] = new["timing"]
+    return merged
 
 
 def _names(mode: str) -> tuple[str, str]:
@@ -154,7 +197,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     keep_freed_memory()
     start_info = report.machine_info()
     start = time.perf_counter()
-    runs, chosen = run(proto, args.workers, public=not args.no_public, tune=not args.no_tune)
+    runs, chosen = run(proto, args.workers, public=not args.no_public, tune=args.tune)
     wall = time.perf_counter() - start
     summary = report.summarise(runs)
     payload: dict[str, Any] = {
@@ -164,6 +207,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "protocol": {"name": proto.name, "datasets": proto.datasets, "n_splits": proto.n_splits,
                      "n_inits": proto.n_inits, "public_inits": proto.public_inits, "tune_splits": proto.tune_splits,
                      "tune_inits": proto.tune_inits, "tune_grid": proto.tune_grid,
+                     "dropout_grid": proto.dropout_grid,
                      "training": vars(proto.training), "workers": args.workers},
         "machine": start_info,
         "loadavg_end": report.machine_info()["loadavg"],
@@ -177,6 +221,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     if proto.timing and not args.no_timing:
         payload["timing"] = timing.measure()
         payload["timing"]["source"] = "measured at the end of this run"
+    if args.merge and (out / json_name).exists():
+        payload = merge(json.loads((out / json_name).read_text()), payload)
     (out / json_name).write_text(json.dumps(payload, indent=1))
     (out / md_name).write_text(markdown(payload))
     print(f"wrote {out / json_name} and {out / md_name} ({wall:.0f} s)")

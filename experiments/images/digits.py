@@ -1,16 +1,14 @@
 """Digits (8×8, 1,797 points), transductive, through the LightningModule and a Lightning Trainer.
 
-Equivalent CLI (graph / noise / module default)::
+Equivalent CLI (``experiments/configs/digits_semi.yaml`` sets ``network: cdnet``)::
 
-    cdflow fit --config experiments/configs/digits_semi.yaml --data.init_args.labels_per_class L \\
-        --model.diffusion.kind graph|noise|none [--model.solver.method euler --model.solver.step_size 0.1 \\
-        --model.diffusion.sigma 0.5]
+    cdflow fit --config experiments/configs/digits_semi.yaml --data.init_args.labels_per_class L \
+        --model.diffusion.kind none|graph|noise [--model.diffusion.n_steps 2] \
+        [--model.solver.method euler --model.solver.step_size 0.1 --model.diffusion.sigma 0.5]
 
-except that the final weights are scored (no checkpoint chosen on the labelled validation split) and the
-``none`` row is the same `ConvectionDiffusionNet` as the others with its diffusion off
-(``--model.model cdflow.models.ConvectionDiffusionNet``); ``none_default`` is the module's default
-encoder → ODE → head network (linear encoder without tanh, dropout after it) that ``--model.diffusion.kind
-none`` builds.
+except that the final weights are scored (no checkpoint chosen on the labelled validation split). Every model
+is the same `ConvectionDiffusionNet` (``network="cdnet"``); ``none_default`` is the module's default encoder →
+ODE → head network (``network="default"``: linear encoder without tanh, dropout after it).
 """
 
 from __future__ import annotations
@@ -26,20 +24,18 @@ from cdflow.data.modules import DigitsDataModule
 from cdflow.training.module import ContinuousDepthClassifier
 from experiments.images.config import HPARAMS, Settings
 from experiments.images.metrics import masked_accuracy
-from experiments.images.models import build_net, diffusion_spec, graph_spec, solver_spec
+from experiments.images.models import diffusion_spec, graph_spec, solver_spec
 
 
 def _module(kind: str, dm: DigitsDataModule, seed: int) -> ContinuousDepthClassifier:
+    """The module for `kind`: the ConvectionDiffusionNet (network="cdnet"), or the default net for none_default."""
     hp = HPARAMS
-    common = dict(num_classes=dm.num_classes, input_shape=dm.input_shape, lr=hp["lr"],
-                  weight_decay=hp["weight_decay"], seed=seed)
-    if kind == "none":
-        return ContinuousDepthClassifier(model=build_net("none", dm.num_features, dm.num_classes, seed), **common)
     base = "none" if kind == "none_default" else kind
     return ContinuousDepthClassifier(
-        encoder="linear", hidden=hp["hidden"], velocity="mlp", width=hp["width"], depth=hp["depth"],
-        activation=hp["activation"], dropout=hp["dropout"], solver=solver_spec(base),
-        diffusion=diffusion_spec(base), graph=graph_spec(), **common,
+        num_classes=dm.num_classes, input_shape=dm.input_shape, encoder="linear", hidden=hp["hidden"],
+        velocity="mlp", width=hp["width"], depth=hp["depth"], activation=hp["activation"], dropout=hp["dropout"],
+        solver=solver_spec(base), diffusion=diffusion_spec(base), graph=graph_spec(), lr=hp["lr"],
+        weight_decay=hp["weight_decay"], seed=seed, network="default" if kind == "none_default" else "cdnet",
     )
 
 

@@ -136,9 +136,11 @@ def markdown(payload: dict[str, Any], settings: Settings) -> str:
         lines += [""]
     lines += [
         "The last column gives the mean training time of one run per model, in the column order.",
-        "`no diffusion, module default net` is what `--model.diffusion.kind none` builds in the LightningModule "
-        "(linear encoder without tanh, dropout after it, `build_classifier`): not the same network as the graph "
-        "and noise models, so the `no diffusion` column uses the `ConvectionDiffusionNet` with its diffusion off.",
+        "Digits models are built by the LightningModule with `network=\"cdnet\"` (`--model.network cdnet`), i.e. "
+        "the same `ConvectionDiffusionNet` for every diffusion kind; `no diffusion, module default net` is "
+        "`network=\"default\"` with `--model.diffusion.kind none` (linear encoder without tanh, dropout after it, "
+        "`build_classifier`). (The first runs passed the same `ConvectionDiffusionNet` as `model=`; with the same "
+        "seed both constructions give identical initial weights, checked.)",
         "",
     ]
     return "\n".join(lines)
