@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-import os
 import statistics
 from typing import Any
 
-from benchmarks.common import machine
+from experiments.common import machine_info, mean_std  # noqa: F401 — re-exported for the runners
 from experiments.images.config import EXTRA_KINDS, HPARAMS, KINDS, Settings
 
 KIND_LABELS = {
@@ -16,16 +15,6 @@ KIND_LABELS = {
     "noise": "SDE noise (Feynman–Kac)",
     "none_default": "no diffusion, module default net",
 }
-
-
-def machine_info() -> dict[str, Any]:
-    """CPU model, cores, torch version and threads, and the load average at the time."""
-    return {**machine(), "loadavg": [round(v, 2) for v in os.getloadavg()]}
-
-
-def mean_std(values: list[float]) -> tuple[float, float]:
-    """Mean and sample standard deviation (0 for one value)."""
-    return statistics.fmean(values), statistics.stdev(values) if len(values) > 1 else 0.0
 
 
 def summarise(runs: list[dict]) -> dict[str, Any]:

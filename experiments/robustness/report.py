@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-import os
 import statistics
 from typing import Any
 
-from benchmarks.common import machine
+from experiments.common import machine_info, mean_std  # noqa: F401 — re-exported for the runners
 from experiments.robustness.config import HPARAMS, Settings
 
 
@@ -32,16 +31,6 @@ def _order(models: list[str]) -> list[str]:
         return (1, float(m.split("_")[1][1:]), int(m.endswith("_mean_field")))
     return sorted(models, key=key)
 PATH_LABELS = {"det": "–", "fixed": "fixed (the evaluation's paths)", "fresh": "fresh every step"}
-
-
-def machine_info() -> dict[str, Any]:
-    """CPU model, cores, torch version and threads, and the load average at the time."""
-    return {**machine(), "loadavg": [round(v, 2) for v in os.getloadavg()]}
-
-
-def mean_std(values: list[float]) -> tuple[float, float]:
-    """Mean and sample standard deviation (0 for one value)."""
-    return statistics.fmean(values), statistics.stdev(values) if len(values) > 1 else 0.0
 
 
 def summarise(runs: list[dict]) -> dict[str, Any]:

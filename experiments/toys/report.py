@@ -2,24 +2,13 @@
 
 from __future__ import annotations
 
-import os
 import statistics
 from typing import Any
 
-from benchmarks.common import machine
+from experiments.common import machine_info, mean_std  # noqa: F401 — re-exported for the runners
 from experiments.toys.config import DATASETS, RECIPES, Settings
 
 LD_STEPS = (0, 1, 2, 5, 10, 20, 50, 100, 150, 200)
-
-
-def machine_info() -> dict[str, Any]:
-    """CPU model, cores, torch version and threads, and the 1/5/15-minute load average at the time."""
-    return {**machine(), "loadavg": [round(v, 2) for v in os.getloadavg()]}
-
-
-def mean_std(values: list[float]) -> tuple[float, float]:
-    """Mean and sample standard deviation (0 for a single value)."""
-    return statistics.fmean(values), statistics.stdev(values) if len(values) > 1 else 0.0
 
 
 def summarise(runs: list[dict], curves: list[dict]) -> dict[str, Any]:
