@@ -22,7 +22,16 @@ VARIANTS = {
 }
 
 
-def run(quick: bool, device: torch.device, batch: int = 256, width: int = 64) -> list[Row]:
+def run(quick: bool, device: torch.device) -> list[Row]:
+    """Batch 256 (the issue's reference size) and, in full mode, batch 2048, where activations dominate
+    the allocator's noise; the growth goals are judged at the largest batch."""
+    rows: list[Row] = []
+    for batch in (256,) if quick else (256, 2048):
+        rows += _run_batch(quick, device, batch, width=64)
+    return rows
+
+
+def _run_batch(quick: bool, device: torch.device, batch: int, width: int) -> list[Row]:
     depths = (1.0, 4.0, 16.0) if quick else (1.0, 2.0, 4.0, 8.0, 16.0)
     repeats, warmup = (3, 1) if quick else (10, 2)
     torch.manual_seed(0)
@@ -45,20 +54,20 @@ def run(quick: bool, device: torch.device, batch: int = 256, width: int = 64) ->
             mem[name][t1] = peak_memory_mib(lambda b=block: step(b), device)
             nfe_b[name][t1] = block.stats.nfe_backward
             med, spread = median_spread(times[name])
-            rows.append(Row("adjoint_memory", f"{name} T={t1:g}", "peak memory", mem[name][t1], "MiB",
+            rows.append(Row("adjoint_memory", f"{name} B={batch} T={t1:g}", "peak memory", mem[name][t1], "MiB",
                             extra={"time_ms": med * 1e3, "time_spread_ms": spread * 1e3,
                                    "nfe_forward": block.stats.nfe_forward, "nfe_backward": block.stats.nfe_backward,
                                    "memory_method": MEMORY_METHOD[device.type]}))
     lo, hi = depths[0], depths[-1]
     for name in ("backsolve", "seminorm"):
         growth = mem[name][hi] / max(mem[name][lo], 1e-9)
-        rows.append(Row("adjoint_memory", f"{name} growth T={lo:g}→{hi:g}", "memory ratio", growth, "x",
+        rows.append(Row("adjoint_memory", f"{name} B={batch} growth T={lo:g}→{hi:g}", "memory ratio", growth, "x",
                         goal="≤ 1.2", met=growth <= 1.2))
     growth_bp = mem["backprop"][hi] / max(mem["backprop"][lo], 1e-9)
-    rows.append(Row("adjoint_memory", f"backprop growth T={lo:g}→{hi:g}", "memory ratio", growth_bp, "x",
+    rows.append(Row("adjoint_memory", f"backprop B={batch} growth T={lo:g}→{hi:g}", "memory ratio", growth_bp, "x",
                     goal="grows (> adjoint's)", met=growth_bp > max(
                         mem["backsolve"][hi] / max(mem["backsolve"][lo], 1e-9), 1.2)))
     cut = 1 - sum(nfe_b["seminorm"].values()) / max(sum(nfe_b["backsolve"].values()), 1)
-    rows.append(Row("adjoint_memory", "seminorm vs backsolve, all T", "backward NFE cut", 100 * cut, "%",
+    rows.append(Row("adjoint_memory", f"seminorm vs backsolve B={batch}, all T", "backward NFE cut", 100 * cut, "%",
                     goal="> 0", met=cut > 0, extra={"backsolve": nfe_b["backsolve"], "seminorm": nfe_b["seminorm"]}))
     return rows

@@ -62,8 +62,9 @@ def run(quick: bool, device: torch.device) -> list[Row]:
             mb, sb = median_spread(times["bare"])
             mc, sc = median_spread(times["cdflow"])
             ratio = mc / mb
+            spread = ratio * ((sb / mb) ** 2 + (sc / mc) ** 2) ** 0.5  # propagated half-IQR spreads
             case = f"{method} {'fwd+bwd' if backward else 'fwd'} B={batch} W={width}"
-            rows.append(Row("overhead", case, "time ratio cdflow/bare", ratio, "x",
+            rows.append(Row("overhead", case, "time ratio cdflow/bare", ratio, "x", spread=spread,
                             goal="≤ 1.05", met=ratio <= 1.05,
                             extra={"bare_ms": mb * 1e3, "bare_spread_ms": sb * 1e3, "cdflow_ms": mc * 1e3,
                                    "cdflow_spread_ms": sc * 1e3, "nfe": block.stats.nfe_forward,

@@ -73,23 +73,33 @@ def run_masking(task: CovidTask, masking: int, settings: Settings) -> list[dict[
 
 
 def summarise(runs: list[dict]) -> dict[str, dict[str, Any]]:
+    """Per model: test MSE after the last epoch and at the best-validation epoch (mean ± std), val MSE."""
     out: dict[str, dict[str, Any]] = {}
     for key in ORDER:
-        rs = [r for r in runs if r["model"] == key]
+        rs = [r for r in runs if r["model"] == key and not r["nan"]]
         if not rs:
             continue
-        m, s = mean_std([r["test_mse"] for r in rs if not r["nan"]])
-        vm, vs = mean_std([r["val_mse"] for r in rs if not r["nan"]])
-        out[key] = {"label": rs[0]["label"], "n": len(rs), "n_nan": sum(r["nan"] for r in rs), "test_mean": m,
-                    "test_std": s, "val_mean": vm, "val_std": vs, "wall_s": sum(r["wall_s"] for r in rs),
-                    "maskings": sorted({r["masking"] for r in rs})}
+        final = [r["test_mse"] if r["test_mse_final_epoch"] is None else r["test_mse_final_epoch"] for r in rs]
+        fm, fs = mean_std(final)
+        m, s = mean_std([r["test_mse"] for r in rs])
+        vm, vs = mean_std([r["val_mse"] for r in rs])
+        all_rs = [r for r in runs if r["model"] == key]
+        out[key] = {"label": rs[0]["label"], "n": len(all_rs), "n_nan": sum(r["nan"] for r in all_rs),
+                    "test_final_mean": fm, "test_final_std": fs, "test_mean": m, "test_std": s,
+                    "val_mean": vm, "val_std": vs, "wall_s": sum(r["wall_s"] for r in all_rs),
+                    "maskings": sorted({r["masking"] for r in all_rs})}
     return out
+
+
+def floor_met(summary: dict[str, dict[str, Any]], field: str) -> bool | None:
+    """COIN's mean test MSE (`field`) below the MLP's and the linear regression's."""
+    if not all(k in summary for k in ("coin", "mlp", "linear")):
+        return None
+    return summary["coin"][field] < min(summary["mlp"][field], summary["linear"][field])
 
 
 def markdown(payload: dict[str, Any]) -> str:
     s, m, st = payload["summary"], payload["machine"], payload["settings"]
-    floor_ok = all(k in s for k in ("coin", "mlp", "linear")) and s["coin"]["test_mean"] < min(
-        s["mlp"]["test_mean"], s["linear"]["test_mean"])
     lines = [
         "# COVID-19 forecasting in England with 90% of the targets missing",
         "",
@@ -120,25 +130,32 @@ def markdown(payload: dict[str, Any]) -> str:
         "* Temporal split of the snapshots: 11 train / 11 validation / 31 test (20 / 20 / 60%); training and "
         "validation use observed targets only, the test every target of its period (hidden ones restored).",
         f"* Adam (lr {st['lr']}, weight decay {st['weight_decay']}), full batch over all snapshots at once "
-        f"(block-diagonal daily operators), {st['epochs']} epochs; each member's epoch of lowest validation MSE "
-        "is restored and tested (the json also has the last epoch's test MSE). Initialisation i of masking m "
-        "has seed 1000·m + i.",
+        f"(block-diagonal daily operators), {st['epochs']} epochs. Two readings of the protocol are reported: "
+        "the test MSE of the model after the last epoch (the protocol as stated: a fixed number of epochs), "
+        "and the test MSE of each member's epoch of lowest validation MSE (restored). Initialisation i of "
+        "masking m has seed 1000·m + i.",
         "* COIN's L_day: zero diagonal, Â = D^{-1/2}A₀D^{-1/2} (D the row sums), L = diag(Â·1) − Â; τ = 0.5 is "
         "stable (max over days of the spectral radius of I − 0.5 L is 1). GCN: D^{-1/2}AD^{-1/2} of the "
         "graph as given (its self-loops included).",
         "",
         "## Test MSE (standardised units; lower is better)",
         "",
-        "| model | test MSE (mean ± std) | runs | val MSE | NaN runs | wall s |",
-        "|---|---|---|---|---|---|",
+        "| model | test MSE after the last epoch | test MSE at the best-validation epoch | runs "
+        "| best val MSE | NaN runs | wall s |",
+        "|---|---|---|---|---|---|---|",
     ]
     for key in ORDER:
         if key in s:
             r = s[key]
-            lines.append(f"| {r['label']} | {r['test_mean']:.4f} ± {r['test_std']:.4f} | {r['n']} | "
+            lines.append(f"| {r['label']} | {r['test_final_mean']:.4f} ± {r['test_final_std']:.4f} | "
+                         f"{r['test_mean']:.4f} ± {r['test_std']:.4f} | {r['n']} | "
                          f"{r['val_mean']:.4f} ± {r['val_std']:.4f} | {r['n_nan']} | {r['wall_s']:.1f} |")
-    lines += ["", f"Floor (COIN's test MSE below the MLP's and the linear regression's): "
-              f"{'met' if floor_ok else '**not met**'}.", ""]
+    word = {True: "met", False: "**not met**", None: "not measured"}
+    lines += ["", "Floor (COIN's test MSE below the MLP's and the linear regression's): "
+              f"after the last epoch {word[floor_met(s, 'test_final_mean')]}; at the best-validation epoch "
+              f"{word[floor_met(s, 'test_mean')]}. Linear regression has no epochs (the same value in both "
+              "columns). Without model selection the MLP and GCN overfit the ~140 observed training targets "
+              "(their best-validation epoch is about 17 of 100); the diffusion regularises COIN.", ""]
     return "\n".join(lines)
 
 

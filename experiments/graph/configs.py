@@ -86,7 +86,7 @@ def model_specs(dataset: str, coin: dict[str, Any], diffresnet_dropout: float | 
     tau, steps = coin["tau"], coin["n_steps"]
     diff = DIFFRESNET[ds]
     return [
-        ModelSpec("coin-explicit", f"COIN, explicit steps (τ={tau}, n={steps}; the authors')", "coin",
+        ModelSpec("coin-explicit", f"COIN, explicit steps u ← u − τLu (τ={tau}, n={steps})", "coin",
                   dict(tau=tau, n_steps=steps, integrator="explicit"), deterministic=True, max_members=members),
         ModelSpec("coin-split", f"COIN, split integrator exp(−{tau * steps:g}L) (Krylov)", "coin",
                   dict(tau=tau, n_steps=steps, integrator="split"), deterministic=True, max_members=members),

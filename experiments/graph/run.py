@@ -143,7 +143,7 @@ def run(proto: Protocol, workers: int, public: bool, tune: str) -> tuple[list[di
     for records in _execute(units, workers):
         _log(records)
         runs.extend(records)
-    return runs, {"coin": coin, "diffresnet_dropout": dropout, "tuning": chosen}
+    return runs, {"coin": coin, "diffresnet_dropout": dropout, "tuning": chosen, "tuned": tune}
 
 
 def _group(r: dict[str, Any]) -> tuple:
@@ -155,11 +155,14 @@ def merge(old: dict[str, Any], new: dict[str, Any]) -> dict[str, Any]:
     groups = {_group(r) for r in new["runs"]}
     runs = [r for r in old["runs"] if _group(r) not in groups] + new["runs"]
     chosen = dict(old.get("chosen", {}))
-    for key, value in new.get("chosen", {}).items():
-        if isinstance(value, dict) and isinstance(chosen.get(key), dict):
-            chosen[key] = {**chosen[key], **{k: v for k, v in value.items() if v}}
-        elif value:
-            chosen[key] = value
+    tuned = new.get("chosen", {}).get("tuned", "none")
+    if tuned in ("all", "coin"):
+        chosen["coin"] = new["chosen"]["coin"]
+        chosen["tuning"] = {**chosen.get("tuning", {}), **{k: v for k, v in new["chosen"]["tuning"].items()
+                                                           if k != "diffresnet"}}
+    if tuned in ("all", "dropout"):
+        chosen["diffresnet_dropout"] = new["chosen"]["diffresnet_dropout"]
+        chosen.setdefault("tuning", {})["diffresnet"] = new["chosen"]["tuning"].get("diffresnet", {})
     summary = report.summarise(runs)
     merged = {**old, "runs": runs, "chosen": chosen, "summary": summary,
               "full_protocol_estimate": report.full_protocol_estimate(summary),
