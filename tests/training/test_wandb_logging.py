@@ -91,12 +91,27 @@ def test_disabled_mode_logs_to_csv(tmp_path, monkeypatch):
     assert isinstance(logger, CSVLogger) and not (tmp_path / "wandb").exists()
 
 
+def _wait_until_written(run_dir: Path, timeout: float = 10.0) -> None:
+    """Wait until wandb's service has finished writing the run's transaction log (its size stops changing):
+    on a loaded machine wandb.finish() can return while the last records are still being flushed."""
+    import time
+
+    deadline, last = time.monotonic() + timeout, -1
+    while time.monotonic() < deadline:
+        size = sum(f.stat().st_size for f in run_dir.glob("run-*.wandb"))
+        if size == last:
+            return
+        last = size
+        time.sleep(0.3)
+
+
 def test_offline_reader_handles_records_across_blocks(tmp_path):
     run = wandb.init(project="cdflow-test", dir=str(tmp_path), mode="offline", config={"a": {"b": 1}})
     for i in range(1500):  # ~100 KiB of history: records span several 32 KiB blocks
         run.log({"step_value": i, "padding": "x" * 40})
     run_dir = Path(run.dir).parent
     wandb.finish()
+    _wait_until_written(run_dir)
     read = read_offline_run(run_dir)
     assert read.metric("step_value") == list(range(1500))
     assert read.config["a"] == {"b": 1} and read.summary["step_value"] == 1499
