@@ -20,3 +20,17 @@ def mean_std(values: list[float]) -> tuple[float, float]:
     if not values:
         return math.nan, math.nan
     return statistics.fmean(values), statistics.stdev(values) if len(values) > 1 else 0.0
+
+
+def provenance(commands: list[str], m: dict[str, Any], loadavg_end: list[float] | None = None,
+               env: dict[str, str] | None = None) -> list[str]:
+    """The markdown lines every results file carries: the exact command(s), the environment and the machine."""
+    lines = ["Command:", "", "```", *commands, "```", ""]
+    if env is not None:
+        lines += ["Environment: " + ", ".join(f"{k}={v}" for k, v in env.items()) + ".", ""]
+    end = f", at end {loadavg_end}" if loadavg_end is not None else ""
+    shared = " (CPU shared with other jobs: times are indicative)" if loadavg_end is not None else \
+        " (CPU shared with other jobs)"
+    lines += [f"Machine: {m['cpu']}, {m['cores']} cores (torch threads {m['torch_threads']}), torch {m['torch']}, "
+              f"python {m['python']}; load average at start {m['loadavg']}{end}{shared}.", ""]
+    return lines

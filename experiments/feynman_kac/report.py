@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from experiments.common import provenance
 from experiments.feynman_kac.problem import Problem, Settings
 
 
@@ -47,15 +48,7 @@ def markdown(payload: dict[str, Any], problem: Problem, settings: Settings) -> s
         f"({seeds}); {settings.n_eval} evaluation points on [{settings.x_lo}, {settings.x_hi}]. Total wall time "
         f"{payload['wall_s']:.1f} s. Raw per-run records: `{payload['json_name']}`.",
         "",
-        "Command:",
-        "",
-        "```",
-        payload["command"],
-        "```",
-        "",
-        f"Machine: {m['cpu']}, {m['cores']} cores (torch threads {m['torch_threads']}), torch {m['torch']}, "
-        f"python {m['python']}; load average at start {m['loadavg']} (CPU shared with other jobs).",
-        "",
+        *provenance([payload["command"]], m),
         "## Setting",
         "",
         f"* ResNet with n noisy blocks, h = T/n: x_(k+1) = x_k + h v(x_k) + √h ς ξ_k, ξ_k ~ N(0, 1), "

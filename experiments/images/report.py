@@ -5,7 +5,7 @@ from __future__ import annotations
 import statistics
 from typing import Any
 
-from experiments.common import machine_info, mean_std  # noqa: F401 — re-exported for the runners
+from experiments.common import machine_info, mean_std, provenance  # noqa: F401 — re-exported for the runners
 from experiments.images.config import EXTRA_KINDS, HPARAMS, KINDS, Settings
 
 KIND_LABELS = {
@@ -72,18 +72,7 @@ def markdown(payload: dict[str, Any], settings: Settings) -> str:
         f"{list(s.labels)}. Total wall time {payload['wall_s']:.0f} s. Raw per-run records: "
         f"`images_{s.mode}.json`.",
         "",
-        "Command:",
-        "",
-        "```",
-        *payload.get("commands", [payload["command"]]),
-        "```",
-        "",
-        "Environment: " + ", ".join(f"{k}={v}" for k, v in payload.get("env", {}).items()) + ".",
-        "",
-        f"Machine: {m['cpu']}, {m['cores']} cores (torch threads {m['torch_threads']}), torch {m['torch']}, "
-        f"python {m['python']}; load average at start {m['loadavg']}, at end {payload['loadavg_end']} "
-        "(CPU shared with other jobs: times are indicative).",
-        "",
+        *provenance(payload.get("commands", [payload["command"]]), m, payload["loadavg_end"], payload.get("env", {})),
         "## Protocol",
         "",
         "* Transductive: all points in one full batch; the loss sees the labels of the labelled subset only "

@@ -5,7 +5,7 @@ from __future__ import annotations
 import statistics
 from typing import Any
 
-from experiments.common import machine_info, mean_std  # noqa: F401 — re-exported for the runners
+from experiments.common import machine_info, mean_std, provenance  # noqa: F401 — re-exported for the runners
 from experiments.toys.config import DATASETS, RECIPES, Settings
 
 LD_STEPS = (0, 1, 2, 5, 10, 20, 50, 100, 150, 200)
@@ -88,15 +88,7 @@ def markdown(payload: dict[str, Any], settings: Settings, curves: list[dict]) ->
         f"Total wall time {payload['wall_s']:.1f} s. "
         f"Raw per-run records: `{payload['json_name']}`.",
         "",
-        "Command:",
-        "",
-        "```",
-        payload["command"],
-        "```",
-        "",
-        f"Machine: {m['cpu']}, {m['cores']} cores (torch threads {m['torch_threads']}), torch {m['torch']}, "
-        f"python {m['python']}; load average at start {m['loadavg']} (CPU shared with other jobs).",
-        "",
+        *provenance([payload["command"]], m),
         "## Protocol (our reading of Diff-ResNet `synthetic/*_example.py`)",
         "",
         "* Data: `cdflow.data.toys` (moons: sklearn, noise 0.05; circles: radii 2 / 1, noise 0.05; spirals "
