@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import argparse
 import math
 import os
 import statistics
+from pathlib import Path
 from typing import Any
 
 from benchmarks.common import machine
@@ -34,3 +36,21 @@ def provenance(commands: list[str], m: dict[str, Any], loadavg_end: list[float] 
     lines += [f"Machine: {m['cpu']}, {m['cores']} cores (torch threads {m['torch_threads']}), torch {m['torch']}, "
               f"python {m['python']}; load average at start {m['loadavg']}{end}{shared}.", ""]
     return lines
+
+
+RESULTS = Path(__file__).resolve().parent / "results"
+
+
+def runner_parser(doc: str | None, smoke_help: str, full_help: str) -> argparse.ArgumentParser:
+    """The options every experiment runner shares: --smoke | --full (default: the reduced protocol) and --out."""
+    p = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
+    mode = p.add_mutually_exclusive_group()
+    mode.add_argument("--smoke", action="store_true", help=smoke_help)
+    mode.add_argument("--full", action="store_true", help=full_help)
+    p.add_argument("--out", type=Path, default=RESULTS, help="results folder (default experiments/results)")
+    return p
+
+
+def mode_of(args: argparse.Namespace) -> str:
+    """``smoke``, ``full`` or ``reduced`` from the parsed --smoke / --full flags."""
+    return "smoke" if args.smoke else "full" if args.full else "reduced"

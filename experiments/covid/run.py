@@ -7,24 +7,22 @@ Metric: test MSE in standardised units (every target of the test period); lower 
 
 from __future__ import annotations
 
-import argparse
 import json
 import math
 import sys
 import time
 from dataclasses import dataclass, replace
-from pathlib import Path
 from typing import Any
 
 import torch
 
 from cdflow.models.batched import member_generators
+from experiments.common import mode_of, runner_parser
 from experiments.covid.data import CovidTask, build_task, load
 from experiments.covid.models import CovidCOIN, CovidGCN, CovidMLP, linear_regression
 from experiments.covid.train import CovidTraining, fit, member_mse
 from experiments.graph.report import machine_info, mean_std
 
-RESULTS = Path(__file__).resolve().parents[1] / "results"
 MODELS = {
     "coin": ("COIN: linear + MLP (16, ELU), 10 × [dropout 0.25 → u − 0.5 L_day u]", CovidCOIN, "lap"),
     "coin-nodiff": ("COIN network without diffusion (n = 0)", CovidCOIN, "lap"),
@@ -160,15 +158,11 @@ def markdown(payload: dict[str, Any]) -> str:
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    mode = p.add_mutually_exclusive_group()
-    mode.add_argument("--smoke", action="store_true", help="tiny run for CI")
-    mode.add_argument("--full", action="store_true", help="10 maskings × 10 initialisations")
-    p.add_argument("--out", type=Path, default=RESULTS)
+    p = runner_parser(__doc__, "tiny run for CI", "10 maskings × 10 initialisations")
     p.add_argument("--maskings", type=int)
     p.add_argument("--inits", type=int)
     args = p.parse_args(argv)
-    name = "smoke" if args.smoke else "full" if args.full else "reduced"
+    name = mode_of(args)
     settings = replace(SETTINGS[name], **{k: v for k, v in (("maskings", args.maskings), ("inits", args.inits))
                                           if v is not None})
     info = machine_info()

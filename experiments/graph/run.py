@@ -21,22 +21,18 @@ from typing import Any
 
 import torch
 
+from experiments.common import mode_of, runner_parser
 from experiments.graph import report, timing
 from experiments.graph.alloc import keep_freed_memory
 from experiments.graph.configs import COIN_CORA, ModelSpec, Protocol, model_specs, protocol
 from experiments.graph.markdown import markdown
 from experiments.graph.units import Unit, run_unit
 
-RESULTS = Path(__file__).resolve().parents[1] / "results"
 DEFAULT_CITESEER_COIN = {"tau": 0.35, "n_steps": 20}
 
 
 def _parse(argv: list[str] | None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    mode = p.add_mutually_exclusive_group()
-    mode.add_argument("--smoke", action="store_true", help="tiny run for CI (seconds)")
-    mode.add_argument("--full", action="store_true", help="100 splits × 20 initialisations (the paper's)")
-    p.add_argument("--out", type=Path, default=RESULTS, help="results folder (default experiments/results)")
+    p = runner_parser(__doc__, "tiny run for CI (seconds)", "100 splits × 20 initialisations (the paper's)")
     p.add_argument("--datasets", nargs="+", choices=("cora", "citeseer"), help="default: both (smoke: cora)")
     p.add_argument("--models", nargs="+", help="row keys to run (default: all), e.g. coin-explicit gcn")
     p.add_argument("--splits", type=int, help="random splits per row (overrides the mode)")
@@ -182,7 +178,7 @@ def _names(mode: str) -> tuple[str, str]:
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     args = _parse(argv)
-    mode = "smoke" if args.smoke else "full" if args.full else "reduced"
+    mode = mode_of(args)
     out: Path = args.out
     out.mkdir(parents=True, exist_ok=True)
     json_name, md_name = _names(mode)

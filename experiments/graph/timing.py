@@ -16,12 +16,11 @@ from typing import Any
 import torch
 
 from cdflow.models.batched import member_generators
+from experiments.common import RESULTS
 from experiments.graph.alloc import keep_freed_memory
 from experiments.graph.configs import COIN_CORA, Training, model_specs
 from experiments.graph.train import fit_members
 from experiments.graph.units import task
-
-RESULTS = Path(__file__).resolve().parents[1] / "results"
 
 
 def time_single_run(threads: int, repeats: int = 2) -> list[dict[str, Any]]:

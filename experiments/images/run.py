@@ -18,21 +18,16 @@ from typing import Any
 
 import torch
 
+from experiments.common import mode_of, runner_parser
 from experiments.images.config import EXTRA_KINDS, KINDS, settings_for
 from experiments.images.digits import run_digits
 from experiments.images.mnist import run_mnist
 from experiments.images.mnist_data import mnist_points, pca_features
 from experiments.images.report import machine_info, markdown, summarise
 
-RESULTS = Path(__file__).resolve().parents[1] / "results"
-
 
 def _parse(argv: list[str] | None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    mode = p.add_mutually_exclusive_group()
-    mode.add_argument("--smoke", action="store_true", help="tiny run for CI (< 20 s)")
-    mode.add_argument("--full", action="store_true", help="more seeds, all 70,000 MNIST points")
-    p.add_argument("--out", type=Path, default=RESULTS, help="results folder (default experiments/results)")
+    p = runner_parser(__doc__, "tiny run for CI (< 20 s)", "more seeds, all 70,000 MNIST points")
     p.add_argument("--only", choices=("digits", "mnist"), default=None, help="run one dataset only")
     p.add_argument("--kinds", nargs="+", choices=(*KINDS, *EXTRA_KINDS), default=None,
                    help="run only these models (default: the mode's models)")
@@ -62,7 +57,7 @@ def _log(r: dict[str, Any]) -> None:
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     args = _parse(argv)
-    settings = settings_for("smoke" if args.smoke else "full" if args.full else "reduced")
+    settings = settings_for(mode_of(args))
     out: Path = args.out
     out.mkdir(parents=True, exist_ok=True)
     info = machine_info()

@@ -21,6 +21,7 @@ from typing import Any
 
 import torch
 
+from experiments.common import mode_of, runner_parser
 from experiments.robustness.config import HPARAMS, settings_for
 from experiments.robustness.data import mnist_pixels
 from experiments.robustness.evaluate import evaluate
@@ -28,15 +29,9 @@ from experiments.robustness.models import build_model, load_conv_ode, set_mean_f
 from experiments.robustness.report import machine_info, markdown, summarise
 from experiments.robustness.train import train_model
 
-RESULTS = Path(__file__).resolve().parents[1] / "results"
-
 
 def _parse(argv: list[str] | None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    mode = p.add_mutually_exclusive_group()
-    mode.add_argument("--smoke", action="store_true", help="tiny run for CI (< 20 s)")
-    mode.add_argument("--full", action="store_true", help="3 seeds, 3 epochs, the whole test set")
-    p.add_argument("--out", type=Path, default=RESULTS, help="results folder (default experiments/results)")
+    p = runner_parser(__doc__, "tiny run for CI (< 20 s)", "3 seeds, 3 epochs, the whole test set")
     p.add_argument("--conv-ckpt", default=None, help="also evaluate this conv neural ODE checkpoint")
     return p.parse_args(argv)
 
@@ -48,7 +43,7 @@ def _log(r: dict[str, Any]) -> None:
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     args = _parse(argv)
-    settings = settings_for("smoke" if args.smoke else "full" if args.full else "reduced")
+    settings = settings_for(mode_of(args))
     out: Path = args.out
     out.mkdir(parents=True, exist_ok=True)
     info = machine_info()

@@ -16,27 +16,22 @@ from typing import Any
 
 import torch
 
+from experiments.common import mode_of, runner_parser
 from experiments.toys import figures
 from experiments.toys.config import DATASETS, settings_for
 from experiments.toys.report import machine_info, markdown, summarise
 from experiments.toys.train import prepare, train_run
 from experiments.toys.xor import xor_curve
 
-RESULTS = Path(__file__).resolve().parents[1] / "results"
-
 
 def _parse(argv: list[str] | None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    mode = p.add_mutually_exclusive_group()
-    mode.add_argument("--smoke", action="store_true", help="tiny run for CI (< 15 s)")
-    mode.add_argument("--full", action="store_true", help="10 seeds (the paper's count)")
-    p.add_argument("--out", type=Path, default=RESULTS, help="results folder (default experiments/results)")
+    p = runner_parser(__doc__, "tiny run for CI (< 15 s)", "10 seeds (the paper's count)")
     return p.parse_args(argv)
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     args = _parse(argv)
-    settings = settings_for("smoke" if args.smoke else "full" if args.full else "reduced")
+    settings = settings_for(mode_of(args))
     out: Path = args.out
     (out / "figures").mkdir(parents=True, exist_ok=True)
     info = machine_info()
