@@ -60,8 +60,11 @@ def markdown(payload: dict[str, Any]) -> str:
         "row (rows are paired by initialisation).",
         f"* Training: Adam (lr {train['lr']}, weight decay {train['weight_decay']}), full batch, at most "
         f"{train['max_epochs']} epochs, early stopping with patience {train['patience']}: the counter resets when "
-        "the validation loss *or* accuracy improves or ties (val_loss ≤ min or val_acc ≥ max, as in the Diff-ResNet "
-        "reference `graph/train.py`), and the weights of the last such epoch are restored and tested.",
+        + ("the validation loss *or* accuracy improves or ties (val_loss ≤ min or val_acc ≥ max, as in the older "
+           "Diff-ResNet reference `graph/train.py`)" if train.get("improve_on_tie", True) else
+           "the validation loss *or* accuracy strictly improves (val_loss < min or val_acc > max, as in the COIN "
+           "reference `graph/train.py`)")
+        + ", and the weights of the last such epoch are restored and tested.",
         "* The initialisations of one split train together as one batched model (`cdflow.models.batched`, "
         "`cdflow.models.baselines`): stacked weights, one sparse graph product for all members, per-member "
         "early stopping and restore; tested equal to separate models (`tests/models/test_batched.py`).",
@@ -100,24 +103,6 @@ def markdown(payload: dict[str, Any]) -> str:
             f"Chosen: τ = {tune_chosen.get('tau')}, n = {tune_chosen.get('n_steps')}.",
             "",
         ]
-    drop_chosen, drop_lines = report.dropout_table(payload["runs"])
-    if drop_lines:
-        out += [
-            f"## Diff-ResNet dropout search on {chosen.get('tuning', {}).get('dataset', 'citeseer')} "
-            "(validation accuracy only)",
-            "",
-            "Diff-ResNet with the recipe's τ and steps and 64 hidden features, mean validation accuracy over "
-            f"{proto['tune_splits']} splits × {proto['tune_inits']} initialisation(s) per dropout. With the "
-            "recipe's dropout before each of the 20 steps this 64-wide network does not learn on Citeseer "
-            "(its training loss stays near log 6); the recipe comes from the reference code's network, whose "
-            "hidden layer is the F-wide x + ReLU(Wx). The chosen dropout gives the *dropout chosen on "
-            "validation* row; the recipe row is kept.",
-            "",
-            *drop_lines,
-            "",
-            f"Chosen: dropout {drop_chosen.get('dropout')}.",
-            "",
-        ]
     out += ["## Single-run timing", "", *_timing_lines(payload.get("timing")), ""]
     est = payload.get("full_protocol_estimate")
     if est:
@@ -138,10 +123,10 @@ def markdown(payload: dict[str, Any]) -> str:
         "2/λ_max ≈ 0.346 < 0.35 and the highest-frequency mode grows by |1 − 0.35 λ_max| ≈ 1.02 per step: u(T) "
         "gets negative entries (counted in the table; the log is clamped at 1e-8, so no NaN). The split "
         "integrator applies exp(−nτL), which keeps u(T) ≥ 0 and rows summing to one.",
-        "* Diff-ResNet here is `cdflow.models.DiffResNet` with 64 hidden features (h = ReLU(W_in x), "
-        "h ← h + ReLU(Wh + b), dropout + diffusion on h); the reference code's graph network is F-wide "
-        "(h = x + ReLU(Wx) with W F×F, then dropout + diffusion on h), whose recipe (τ, n, dropout) is used "
-        "here. The no-diffusion rows are the same networks with n = 0 (no dropout then).",
+        "* Diff-ResNet is the reference code's F-wide graph network (`cdflow.models.wide_diffresnet`): "
+        "h = x + ReLU(W₁x + b₁) with W₁ F×F, then n × [dropout → h ← h − τLh], then a linear head, trained "
+        "with cross-entropy; its backward keeps only the dropout masks (the layers are linear in h). "
+        "The no-diffusion rows are the same networks with n = 0 (no dropout then).",
         "* COIN's explicit and split rows share initialisations (paired): the split integrator's exact "
         "exp(−nτL) changes accuracy by less than the spread across splits.",
         f"* Floors met: {sum(r['met'] for r in floor_rows)} / {len(floor_rows)}.",

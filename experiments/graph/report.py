@@ -90,22 +90,6 @@ def tuning_table(runs: list[dict]) -> tuple[dict[str, Any], list[str]]:
     return chosen, lines
 
 
-def dropout_table(runs: list[dict]) -> tuple[dict[str, Any], list[str]]:
-    """Mean validation accuracy per dropout of the Diff-ResNet search, the chosen value, and its markdown."""
-    cells: dict[float, list[float]] = defaultdict(list)
-    for r in runs:
-        if r["phase"] == "tune" and r["model"] == "diffresnet":
-            cells[r["kwargs"]["dropout"]].append(r["val_acc"])
-    if not cells:
-        return {}, []
-    means = {k: statistics.fmean(v) for k, v in cells.items()}
-    best = max(sorted(means), key=lambda k: means[k])
-    lines = ["| dropout | mean val acc |", "|---|---|"]
-    lines += [f"| {p} | {means[p]:.4f} (n={len(cells[p])}){' **(chosen)**' if p == best else ''} |"
-              for p in sorted(means)]
-    return {"dropout": best, "val_mean": means[best], "grid": {str(k): v for k, v in means.items()}}, lines
-
-
 def _pct(mean: float, std: float) -> str:
     return "—" if math.isnan(mean) else f"{100 * mean:.2f} ± {100 * std:.2f}"
 
@@ -137,8 +121,7 @@ def floors(summary: dict[str, dict[str, Any]], timing: dict[str, Any] | None,
         if s:
             rows.append({"floor": f"{ds} COIN mean test acc ≥ {100 * floor:.0f}%",
                          "value": f"{100 * s['test_mean']:.2f}% (n={s['n']})", "met": s["test_mean"] >= floor})
-        for diff, base, name in (("coin-explicit", "coin-nodiff", "COIN"), ("diffresnet", "resnet", "Diff-ResNet"),
-                                 ("diffresnet-tuned", "resnet", "Diff-ResNet (dropout chosen on validation)")):
+        for diff, base, name in (("coin-explicit", "coin-nodiff", "COIN"), ("diffresnet", "resnet", "Diff-ResNet")):
             a, b = summary.get(f"random/{ds}/{diff}"), summary.get(f"random/{ds}/{base}")
             if a and b:
                 gain = a["test_mean"] - b["test_mean"]

@@ -15,7 +15,6 @@ import sys
 import time
 from collections.abc import Iterable, Iterator
 from concurrent.futures import ProcessPoolExecutor
-from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -38,8 +37,8 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--splits", type=int, help="random splits per row (overrides the mode)")
     p.add_argument("--inits", type=int, help="initialisations per split (overrides the mode)")
     p.add_argument("--no-public", action="store_true", help="skip the Planetoid public split")
-    p.add_argument("--tune", choices=("all", "coin", "dropout", "none"), default="all",
-                   help=f"Citeseer's searches to run (none: COIN {DEFAULT_CITESEER_COIN}, no tuned Diff-ResNet row)")
+    p.add_argument("--tune", choices=("coin", "none"), default="coin",
+                   help=f"run Citeseer's COIN search (none: COIN {DEFAULT_CITESEER_COIN})")
     p.add_argument("--no-timing", action="store_true", help="skip the single-run timing")
     p.add_argument("--workers", type=int, default=1, help="processes (one split per task; default 1)")
     p.add_argument("--report-only", action="store_true", help="rebuild the markdown from the json")
@@ -88,17 +87,10 @@ def plan(proto: Protocol, dataset: str, specs: list[ModelSpec], public: bool) ->
     return units
 
 
-def tune_units(proto: Protocol, dataset: str, which: str = "all") -> list[Unit]:
-    """Citeseer's searches (selection on validation accuracy only): explicit COIN for every (τ, steps) of the
-    grid, and Diff-ResNet for every dropout of the dropout grid (`which`: all, coin or dropout)."""
-    specs = []
-    if which in ("all", "coin"):
-        specs += [model_specs(dataset, {"tau": tau, "n_steps": steps})[0]
-                  for tau in proto.tune_grid["tau"] for steps in proto.tune_grid["n_steps"]]
-    if which in ("all", "dropout"):
-        recipe = next(s for s in model_specs(dataset, DEFAULT_CITESEER_COIN) if s.key == "diffresnet")
-        specs += [replace(recipe, kwargs={**recipe.kwargs, "dropout": p}, deterministic=p == 0.0)
-                  for p in proto.dropout_grid]
+def tune_units(proto: Protocol, dataset: str) -> list[Unit]:
+    """Citeseer's COIN search (selection on validation accuracy only): explicit COIN for every (τ, steps)."""
+    specs = [model_specs(dataset, {"tau": tau, "n_steps": steps})[0]
+             for tau in proto.tune_grid["tau"] for steps in proto.tune_grid["n_steps"]]
     units = []
     for spec in specs:
         for split in range(proto.tune_splits):
@@ -117,29 +109,26 @@ def _log(records: list[dict[str, Any]]) -> None:
 def run(proto: Protocol, workers: int, public: bool, tune: str) -> tuple[list[dict], dict[str, Any]]:
     runs: list[dict] = []
     coin = {"cora": dict(COIN_CORA), "citeseer": dict(DEFAULT_CITESEER_COIN)}
-    dropout: dict[str, float | None] = {"cora": None, "citeseer": None}
     chosen: dict[str, Any] = {}
     tune_ds = "citeseer" if "citeseer" in proto.datasets else proto.datasets[0] if proto.name == "smoke" else None
     if tune != "none" and tune_ds is not None:
-        for records in _execute(tune_units(proto, tune_ds, tune), workers):
+        for records in _execute(tune_units(proto, tune_ds), workers):
             _log(records)
             runs.extend(records)
         chosen, _ = report.tuning_table(runs)
         chosen["dataset"] = tune_ds
-        chosen["diffresnet"], _ = report.dropout_table(runs)
         if tune_ds == "citeseer" and "tau" in chosen:
             coin["citeseer"] = {"tau": chosen["tau"], "n_steps": chosen["n_steps"]}
-        dropout[tune_ds] = chosen["diffresnet"].get("dropout")
     units = []
     for ds in proto.datasets:
-        specs = model_specs(ds, coin[ds], dropout[ds])
+        specs = model_specs(ds, coin[ds])
         units += plan(proto, ds, specs, public=False)
         if public:
             units += plan(proto, ds, specs, public=True)
     for records in _execute(units, workers):
         _log(records)
         runs.extend(records)
-    return runs, {"coin": coin, "diffresnet_dropout": dropout, "tuning": chosen, "tuned": tune}
+    return runs, {"coin": coin, "tuning": chosen, "tuned": tune}
 
 
 def _group(r: dict[str, Any]) -> tuple:
@@ -152,13 +141,9 @@ def merge(old: dict[str, Any], new: dict[str, Any]) -> dict[str, Any]:
     runs = [r for r in old["runs"] if _group(r) not in groups] + new["runs"]
     chosen = dict(old.get("chosen", {}))
     tuned = new.get("chosen", {}).get("tuned", "none")
-    if tuned in ("all", "coin"):
+    if tuned == "coin":
         chosen["coin"] = new["chosen"]["coin"]
-        chosen["tuning"] = {**chosen.get("tuning", {}), **{k: v for k, v in new["chosen"]["tuning"].items()
-                                                           if k != "diffresnet"}}
-    if tuned in ("all", "dropout"):
-        chosen["diffresnet_dropout"] = new["chosen"]["diffresnet_dropout"]
-        chosen.setdefault("tuning", {})["diffresnet"] = new["chosen"]["tuning"].get("diffresnet", {})
+        chosen["tuning"] = new["chosen"]["tuning"]
     summary = report.summarise(runs)
     merged = {**old, "runs": runs, "chosen": chosen, "summary": summary,
               "full_protocol_estimate": report.full_protocol_estimate(summary),
@@ -206,7 +191,6 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "protocol": {"name": proto.name, "datasets": proto.datasets, "n_splits": proto.n_splits,
                      "n_inits": proto.n_inits, "public_inits": proto.public_inits, "tune_splits": proto.tune_splits,
                      "tune_inits": proto.tune_inits, "tune_grid": proto.tune_grid,
-                     "dropout_grid": proto.dropout_grid,
                      "training": vars(proto.training), "workers": args.workers},
         "machine": start_info,
         "loadavg_end": report.machine_info()["loadavg"],

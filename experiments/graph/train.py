@@ -4,8 +4,9 @@ Per epoch e, with θ_e the current weights of every member k:
 
 1. validation loss ℓ_k and accuracy a_k of θ_e (from the training forward when the model has no dropout,
    else from an evaluation forward without gradients);
-2. member k improves when ℓ_k ≤ best ℓ_k or a_k ≥ best a_k (non-strict, as the Diff-ResNet reference code
-   `graph/train.py`: a tie in validation accuracy also counts): then best ℓ_k ← min, best a_k ← max, its
+2. member k improves when ℓ_k < best ℓ_k or a_k > best a_k (as the COIN reference code `graph/train.py`;
+   with `training.improve_on_tie`, ≤ / ≥ as the older Diff-ResNet code, where a tie in validation accuracy
+   also counts): then best ℓ_k ← min, best a_k ← max, its
    counter ← 0 and its best state ← θ_e; otherwise its counter grows; it stops when the counter reaches
    the patience (a non-finite ℓ_k never improves);
 3. one Adam step on Σ_k over running members of the mean training NLL of member k.
@@ -86,7 +87,11 @@ def fit_members(
             val_loss = stacked_nll(ev, y, masks.val)
             val_acc = accuracy(ev, y, masks.val)
             finite = torch.isfinite(val_loss)
-            improved = running & finite & ((val_loss <= best_loss) | (val_acc >= best_acc))
+            if training.improve_on_tie:
+                better = (val_loss <= best_loss) | (val_acc >= best_acc)
+            else:
+                better = (val_loss < best_loss) | (val_acc > best_acc)
+            improved = running & finite & better
             best_loss = torch.where(improved, torch.fmin(best_loss, val_loss), best_loss)
             best_acc = torch.where(improved, torch.fmax(best_acc, val_acc), best_acc)
             counter = torch.where(improved, 0, counter + 1)

@@ -204,3 +204,4 @@ def test_keep_mask_rate_and_scale(p):
     assert dropout(h, p, training=False) is h
     values = torch.unique(dropout(torch.ones(50, 50), p))
     torch.testing.assert_close(values, torch.tensor([0.0, 1.0 / (1.0 - p)]))
+

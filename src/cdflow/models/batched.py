@@ -189,7 +189,9 @@ class _BagMM(torch.autograd.Function):
     @staticmethod
     def forward(ctx, w, offsets, cols, vals, t_offsets, t_cols, t_vals):  # type: ignore[override]
         ctx.save_for_backward(t_offsets, t_cols, t_vals)
-        return F.embedding_bag(cols, w, offsets, mode="sum", per_sample_weights=vals)
+        # detached: a weight that requires grad sends torch to its training kernel (offset2bag and bag
+        # sizes for its own backward, which we never use), 3-5× slower than the forward-only kernel here
+        return F.embedding_bag(cols, w.detach(), offsets, mode="sum", per_sample_weights=vals.detach())
 
     @staticmethod
     def backward(ctx, grad):  # type: ignore[override]
@@ -293,26 +295,26 @@ class _WideResidual(torch.autograd.Function):
     @staticmethod
     def forward(ctx, w1, b1, w2t, x, recompute):  # type: ignore[override]
         k_members, n_chunks, _, chunk = w1.shape
-        out = w2t.new_empty(x.n_rows, k_members, w2t.shape[1])
+        out = w2t.new_zeros(k_members, w2t.shape[1], x.n_rows)
         saved: list[Tensor] = []
         vals = x.vals.to(w1.dtype)
         for k in range(k_members):
-            acc = w2t.new_zeros(x.n_rows, w2t.shape[1])
             for c in range(n_chunks):
                 z = _WideResidual._hidden(x, vals, w1, b1, k, c)
-                acc.addmm_(z, w2t[k, :, c * chunk : (c + 1) * chunk].t())
+                # W2 zᵀ [C, N], not z W2ᵀ: torch's skinny [N, chunk] × [chunk, C] product evicts the cache
+                # (2× slower per chunk on CPU)
+                out[k].addmm_(w2t[k, :, c * chunk : (c + 1) * chunk], z.t())
                 if not recompute:
                     saved.append(z)
-            out[:, k] = acc
         ctx.save_for_backward(w1, b1, w2t, *saved)
         ctx.x, ctx.recompute = x, recompute
-        return out
+        return out.permute(2, 0, 1).contiguous()
 
     @staticmethod
     def _hidden(x: SparseRows, vals: Tensor, w1: Tensor, b1: Tensor, k: int, c: int) -> Tensor:
-        """ReLU(x W1_k[:, chunk c] + b1_k[chunk c]) [N, chunk]."""
+        """ReLU(x W1_k[:, chunk c] + b1_k[chunk c]) [N, chunk] (W1 detached: torch's forward-only kernel)."""
         chunk = w1.shape[3]
-        z = F.embedding_bag(x.cols, w1[k, c], x.offsets, mode="sum", per_sample_weights=vals)
+        z = F.embedding_bag(x.cols, w1[k, c].detach(), x.offsets, mode="sum", per_sample_weights=vals)
         return z.add_(b1[k, c * chunk : (c + 1) * chunk]).relu_()
 
     @staticmethod
@@ -322,15 +324,13 @@ class _WideResidual(torch.autograd.Function):
         k_members, n_chunks, _, chunk = w1.shape
         gw1, gb1, gw2t = torch.empty_like(w1), torch.empty_like(b1), torch.empty_like(w2t)
         vals, t_vals = x.vals.to(w1.dtype), x.t_vals.to(w1.dtype)
-        gz = w1.new_empty(x.n_rows, chunk)
         for k in range(k_members):
             g = grad[:, k].contiguous()
             for c in range(n_chunks):
                 cols = slice(c * chunk, (c + 1) * chunk)
                 z = _WideResidual._hidden(x, vals, w1, b1, k, c) if ctx.recompute else saved[k * n_chunks + c]
                 torch.mm(g.t(), z, out=gw2t[k, :, cols])
-                torch.mm(g, w2t[k, :, cols], out=gz)
-                dz = torch.ops.aten.threshold_backward(gz, z, 0.0)
+                dz = torch.ops.aten.threshold_backward(torch.mm(g, w2t[k, :, cols]), z, 0.0)
                 torch.sum(dz, 0, out=gb1[k, cols])
                 gw1[k, c] = F.embedding_bag(x.t_cols, dz, x.t_offsets, mode="sum", per_sample_weights=t_vals)
         return gw1, gb1, gw2t, None, None
