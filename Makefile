@@ -55,8 +55,8 @@ reproduce-toys: install  ## 2-D toys ± diffusion, XOR distance–diameter ratio
 	$(BIN)/python -m experiments.toys.run $(if $(FULL),--full)
 	$(BIN)/python -m experiments.feynman_kac.run $(if $(FULL),--full)
 
-reproduce-graph: install  ## Cora/Citeseer node classification (reduced 10×3; FULL=1: 100 splits × 20 inits)
-	$(BIN)/python -m experiments.graph.run $(if $(FULL),--full)
+reproduce-graph: install  ## Cora/Citeseer node classification (reduced 10×3; FULL=1: 100 splits × 20 inits; WORKERS=2: two processes)
+	$(BIN)/python -m experiments.graph.run $(if $(FULL),--full) $(if $(WORKERS),--workers $(WORKERS))
 
 reproduce-covid: install  ## England COVID forecasting with 90% missing targets (FULL=1: 10 maskings × 10 inits)
 	$(BIN)/python -m experiments.covid.run $(if $(FULL),--full)

@@ -73,7 +73,10 @@ def fit_members(
     counter = torch.zeros(k, dtype=torch.long)
     running = torch.ones(k, dtype=torch.bool)
     epochs = torch.full((k,), training.max_epochs, dtype=torch.long)
+    skips_stopped = hasattr(model, "active")  # BatchedCOIN: compute only the members still running
     for epoch in range(training.max_epochs):
+        if skips_stopped:
+            model.active = running.nonzero().flatten().tolist()
         model.train()
         out = model(x, graph)
         loss = stacked_nll(out, y, masks.train)
@@ -111,6 +114,8 @@ def fit_members(
         opt.zero_grad(set_to_none=True)
         total.backward()
         opt.step()
+    if skips_stopped:
+        model.active = None
     with torch.no_grad():
         for p, b in zip(params, best):
             p.copy_(b)

@@ -205,3 +205,27 @@ def test_keep_mask_rate_and_scale(p):
     values = torch.unique(dropout(torch.ones(50, 50), p))
     torch.testing.assert_close(values, torch.tensor([0.0, 1.0 / (1.0 - p)]))
 
+
+
+def test_batched_coin_inactive_members_cost_nothing_and_leave_the_others_unchanged(graph):
+    x, _, lap, y = graph
+    rows, lap_rows = SparseRows.from_tensor(x.double()), SparseRows.from_tensor(lap.double())
+    m = BatchedCOIN(3, 30, 3, n_steps=3, chunk=7).double()
+    idx = torch.arange(12)
+    full = m(rows, lap_rows)
+    stacked_nll(full, y, idx).sum().backward()
+    ref = [p.grad.clone() for p in m.parameters()]
+    m.zero_grad()
+    m.active = [0, 2]
+    part = m(rows, lap_rows)
+    (stacked_nll(part, y, idx) * torch.tensor([1.0, 0.0, 1.0], dtype=torch.float64)).sum().backward()
+    for k in (0, 2):
+        torch.testing.assert_close(part[:, k], full[:, k])
+        for g, r in zip((p.grad for p in m.parameters()), ref):
+            torch.testing.assert_close(g[k], r[k])
+    assert all(p.grad[1].abs().max() == 0 for p in m.parameters())
+
+
+def test_batched_coin_chunks_pad_as_little_as_possible():
+    m = BatchedCOIN(1, 1433, 7, chunk=128)
+    assert tuple(m.w1.shape[1:]) == (12, 1433, 120)  # 12 chunks of 120: 7 padding columns, not 103

@@ -6,6 +6,7 @@ import pytest
 import torch
 
 from cdflow.graph import laplacian_from_edges
+from cdflow.models import DiffResNet
 from cdflow.models.batched import SparseRows, keep_mask, stacked_nll
 from cdflow.models.wide_diffresnet import BatchedWideDiffResNet
 from tests.models.test_batched import bag_of_words, ring_with_chords
@@ -59,3 +60,16 @@ def test_wide_diffresnet_members_are_independent(graph):
     stacked_nll(out, y, torch.arange(10))[1].backward()
     assert model.w1.grad[1].abs().max() > 0
     assert model.w1.grad[0].abs().max() == 0 and model.w1.grad[2].abs().max() == 0
+
+
+def test_wide_diffresnet_member_equals_unbatched_diffresnet_without_dropout(graph):
+    """Evaluation (no dropout) applies (I − τL)ⁿ after the head; the unbatched F-wide DiffResNet before it."""
+    x, lap, _ = graph
+    ei = ring_with_chords()
+    singles = [DiffResNet(30, 3, hidden=None, tau=0.3, n_steps=5, dropout=0.4).double().eval() for _ in range(2)]
+    batched = BatchedWideDiffResNet(2, 30, 3, tau=0.3, n_steps=5, dropout=0.4).double().eval()
+    for k, m in enumerate(singles):
+        batched.load_member(k, m)
+    out = batched(SparseRows.from_tensor(x), SparseRows.from_tensor(lap))
+    for k, m in enumerate(singles):
+        torch.testing.assert_close(out[:, k], m(x, ei), atol=1e-10, rtol=1e-9)

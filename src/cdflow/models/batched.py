@@ -293,21 +293,23 @@ class _WideResidual(torch.autograd.Function):
     """
 
     @staticmethod
-    def forward(ctx, w1, b1, w2t, x, recompute):  # type: ignore[override]
+    def forward(ctx, w1, b1, w2t, x, recompute, active):  # type: ignore[override]
+        """active: the members to compute (the others get y = 0 and zero gradients); None: all."""
         k_members, n_chunks, _, chunk = w1.shape
+        active = list(range(k_members)) if active is None else list(active)
         out = w2t.new_zeros(k_members, w2t.shape[1], x.n_rows)
-        saved: list[Tensor] = []
+        saved: dict[tuple[int, int], Tensor] = {}
         vals = x.vals.to(w1.dtype)
-        for k in range(k_members):
+        for k in active:
             for c in range(n_chunks):
                 z = _WideResidual._hidden(x, vals, w1, b1, k, c)
                 # W2 zᵀ [C, N], not z W2ᵀ: torch's skinny [N, chunk] × [chunk, C] product evicts the cache
                 # (2× slower per chunk on CPU)
                 out[k].addmm_(w2t[k, :, c * chunk : (c + 1) * chunk], z.t())
                 if not recompute:
-                    saved.append(z)
-        ctx.save_for_backward(w1, b1, w2t, *saved)
-        ctx.x, ctx.recompute = x, recompute
+                    saved[k, c] = z
+        ctx.save_for_backward(w1, b1, w2t, *saved.values())
+        ctx.x, ctx.recompute, ctx.active, ctx.saved_keys = x, recompute, active, list(saved)
         return out.permute(2, 0, 1).contiguous()
 
     @staticmethod
@@ -319,21 +321,24 @@ class _WideResidual(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx, grad):  # type: ignore[override]
-        w1, b1, w2t, *saved = ctx.saved_tensors
+        w1, b1, w2t, *saved_list = ctx.saved_tensors
         x = ctx.x
+        saved = dict(zip(ctx.saved_keys, saved_list))
         k_members, n_chunks, _, chunk = w1.shape
         gw1, gb1, gw2t = torch.empty_like(w1), torch.empty_like(b1), torch.empty_like(w2t)
+        for k in set(range(k_members)) - set(ctx.active):
+            gw1[k].zero_(), gb1[k].zero_(), gw2t[k].zero_()
         vals, t_vals = x.vals.to(w1.dtype), x.t_vals.to(w1.dtype)
-        for k in range(k_members):
+        for k in ctx.active:
             g = grad[:, k].contiguous()
             for c in range(n_chunks):
                 cols = slice(c * chunk, (c + 1) * chunk)
-                z = _WideResidual._hidden(x, vals, w1, b1, k, c) if ctx.recompute else saved[k * n_chunks + c]
+                z = _WideResidual._hidden(x, vals, w1, b1, k, c) if ctx.recompute else saved[k, c]
                 torch.mm(g.t(), z, out=gw2t[k, :, cols])
                 dz = torch.ops.aten.threshold_backward(torch.mm(g, w2t[k, :, cols]), z, 0.0)
                 torch.sum(dz, 0, out=gb1[k, cols])
                 gw1[k, c] = F.embedding_bag(x.t_cols, dz, x.t_offsets, mode="sum", per_sample_weights=t_vals)
-        return gw1, gb1, gw2t, None, None
+        return gw1, gb1, gw2t, None, None, None
 
 
 class BatchedCOIN(nn.Module):
@@ -346,7 +351,9 @@ class BatchedCOIN(nn.Module):
     b1 [K, P], w2t [K, C, P] (W₂; columns ≥ F multiply the zero padding), b2 [K, C].
     `diffusion_dropout` > 0 (not the default) applies dropout to u before every explicit step (before the
     exact exponential for the split integrator), as Diff-ResNet's reference layers do to their features.
-    After a call, `last_u` holds u(T) [N, K, C] (detached).
+    After a call, `last_u` holds u(T) [N, K, C] (detached). `active` (a list of member indices, or None
+    for all) restricts the wide hidden layer to those members: a trainer sets it to the members still
+    training, so members that stopped early cost nothing (the others' outputs are then meaningless).
     """
 
     def __init__(
@@ -368,14 +375,15 @@ class BatchedCOIN(nn.Module):
         self.k, self.tau, self.n_steps, self.integrator, self.method = k, tau, n_steps, integrator, method
         self.eps, self.recompute, self.diffusion_dropout = eps, recompute, diffusion_dropout
         self.in_features, self.num_classes = in_features, num_classes
-        chunk = min(chunk, in_features)
-        n_chunks = -(-in_features // chunk)
+        n_chunks = -(-in_features // min(chunk, in_features))
+        chunk = -(-in_features // n_chunks)  # the same number of chunks, as little zero padding as possible
         self.w1 = nn.Parameter(torch.zeros(k, n_chunks, in_features, chunk))
         self.b1 = nn.Parameter(torch.zeros(k, n_chunks * chunk))
         self.w2t = nn.Parameter(torch.zeros(k, num_classes, n_chunks * chunk))
         self.b2 = nn.Parameter(torch.zeros(k, num_classes))
         self.reset_parameters(member_generators(range(k)))
         self.last_u: Tensor | None = None
+        self.active: list[int] | None = None
         self.diffusion_stats: DiffusionStats | None = None
 
     def reset_parameters(self, gens: Sequence[torch.Generator]) -> None:
@@ -412,7 +420,7 @@ class BatchedCOIN(nn.Module):
         """u⁰ [N, K, C]."""
         w2_x = self.w2t[:, :, : self.in_features].transpose(1, 2)  # the x in h = x + ReLU(W₁x + b₁)
         logits = x.mm_stacked(w2_x) + self.b2
-        logits = logits + _WideResidual.apply(self.w1, self.b1, self.w2t, x, self.recompute)
+        logits = logits + _WideResidual.apply(self.w1, self.b1, self.w2t, x, self.recompute, self.active)
         return torch.softmax(logits, dim=-1)
 
     def forward(self, x: SparseRows, lap: SparseRows) -> Tensor:

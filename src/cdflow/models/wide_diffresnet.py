@@ -100,6 +100,14 @@ class BatchedWideDiffResNet(nn.Module):
         for t in (self.w1, self.b1, self.w2, self.b2):
             _init_uniform(t, self.in_features, gens)
 
+    def load_member(self, k: int, model: nn.Module) -> None:
+        """Copy an unbatched F-wide `cdflow.models.DiffResNet` (hidden=None) into member k."""
+        with torch.no_grad():
+            self.w1[k].copy_(model.res.weight.t())
+            self.b1[k].copy_(model.res.bias)
+            self.w2[k].copy_(model.out.weight.t())
+            self.b2[k].copy_(model.out.bias)
+
     def hidden(self, x: SparseRows) -> Tensor:
         """h⁰ = x + ReLU(W₁x + b₁) [N, K, F]."""
         return torch.relu(x.mm_stacked(self.w1) + self.b1) + x.to_dense()[:, None, :]
