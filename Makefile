@@ -10,6 +10,7 @@ SOLVER ?=
 ARGS ?=
 QUICK ?=
 FULL ?=
+WORKERS ?=
 DEVICE ?=
 
 # Two cores: torch's OpenMP threads must not spin against other processes.

@@ -17,11 +17,10 @@ from typing import Any
 import torch
 
 from cdflow.models.batched import member_generators
-from experiments.common import mode_of, runner_parser
+from experiments.common import machine_info, mean_std, mode_of, runner_parser
 from experiments.covid.data import CovidTask, build_task, load
 from experiments.covid.models import CovidCOIN, CovidGCN, CovidMLP, linear_regression
 from experiments.covid.train import CovidTraining, fit, member_mse
-from experiments.graph.report import machine_info, mean_std
 
 MODELS = {
     "coin": ("COIN: linear + MLP (16, ELU), 10 × [dropout 0.25 → u − 0.5 L_day u]", CovidCOIN, "lap"),

@@ -13,8 +13,9 @@ def _timing_lines(timing: dict[str, Any] | None) -> list[str]:
         return ["Not measured in this run (`python -m experiments.graph.timing` measures it)."]
     lines = [f"Source: {timing.get('source', '')}. One Cora COIN run, explicit τ = 0.35 × 20 steps, split 0 "
              "(seed 121958), initialisation seed 0, from fresh weights to early stopping, after one warm-up run "
-             "(data loading excluded). The 2-thread runs take more epochs: a different summation order changes "
-             "the trajectory and the early-stopping epoch.", "",
+             "(data loading excluded); OpenMP wait policy "
+             f"{timing.get('omp_wait_policy', 'not recorded')}. The thread counts may take different numbers of "
+             "epochs: a different summation order changes the trajectory and the early-stopping epoch.", "",
              "| torch threads | wall s | epochs | ms / epoch | test acc | load average before (1/5/15 min) |",
              "|---|---|---|---|---|---|"]
     for r in timing["runs"]:

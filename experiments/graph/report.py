@@ -3,30 +3,17 @@
 from __future__ import annotations
 
 import math
-import os
 import statistics
 from collections import defaultdict
 from typing import Any
 
-from benchmarks.common import machine
+from experiments.common import mean_std
 
 #: The issue's floors (reduced protocol).
 FLOOR_COIN = {"cora": 0.83, "citeseer": 0.72}
 FLOOR_GAIN = 0.10
 FLOOR_SINGLE_RUN_S = 1.0
 FLOOR_FULL_PROTOCOL_MIN = 30.0
-
-
-def machine_info() -> dict[str, Any]:
-    """CPU model, cores, torch version and threads, and the 1/5/15-minute load average now."""
-    return {**machine(), "loadavg": [round(v, 2) for v in os.getloadavg()]}
-
-
-def mean_std(values: list[float]) -> tuple[float, float]:
-    """Mean and sample standard deviation (0 for one value; NaN for none)."""
-    if not values:
-        return math.nan, math.nan
-    return statistics.fmean(values), statistics.stdev(values) if len(values) > 1 else 0.0
 
 
 def summarise(runs: list[dict]) -> dict[str, dict[str, Any]]:
@@ -161,9 +148,10 @@ def floors(summary: dict[str, dict[str, Any]], timing: dict[str, Any] | None,
 
 
 def full_run_summary(payload: dict[str, Any]) -> dict[str, Any] | None:
-    """The measured full-protocol run of Cora COIN (explicit) in a `graph_full.json` payload, if it has one."""
+    """The measured full-protocol run (100 splits × 20 initialisations) of Cora COIN (explicit) in a
+    `graph_full.json` payload, if it has one."""
     s = payload.get("summary", {}).get("random/cora/coin-explicit")
-    if payload.get("mode") != "full" or not s:
+    if payload.get("mode") != "full" or not s or s["n"] < 2000:
         return None
     return {"command": payload["command"], "wall_s": payload["wall_s"], "workers": payload["protocol"]["workers"],
             "runs": s["n"], "splits": len(s["splits"]), "test_mean": s["test_mean"], "test_std": s["test_std"],

@@ -20,7 +20,7 @@ from typing import Any
 
 import torch
 
-from experiments.common import mode_of, runner_parser
+from experiments.common import machine_info, mode_of, runner_parser
 from experiments.graph import report, timing
 from experiments.graph.alloc import keep_freed_memory
 from experiments.graph.configs import COIN_CORA, ModelSpec, Protocol, model_specs, protocol
@@ -157,9 +157,12 @@ def merge(old: dict[str, Any], new: dict[str, Any]) -> dict[str, Any]:
 
 
 def _attach_full_run(payload: dict[str, Any], out: Path, json_name: str) -> None:
-    """Give the reduced report the measured full-protocol Cora COIN run of `out/graph_full.json`, if any."""
+    """The measured full-protocol Cora COIN run for the floors: this payload's own (full mode), or the one
+    in `out/graph_full.json` (reduced mode), if there is one."""
     full = out / "graph_full.json"
-    if json_name != "graph_full.json" and full.exists():
+    if json_name == "graph_full.json":
+        payload["full_run"] = report.full_run_summary(payload)
+    elif full.exists():
         payload["full_run"] = report.full_run_summary(json.loads(full.read_text()))
 
 
@@ -187,7 +190,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     proto = protocol(mode, datasets=tuple(args.datasets) if args.datasets else None, n_splits=args.splits,
                      n_inits=args.inits, public_inits=args.inits, models=tuple(args.models) if args.models else None)
     keep_freed_memory()
-    start_info = report.machine_info()
+    start_info = machine_info()
     start = time.perf_counter()
     runs, chosen = run(proto, args.workers, public=not args.no_public, tune=args.tune)
     wall = time.perf_counter() - start
@@ -201,7 +204,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                      "tune_inits": proto.tune_inits, "tune_grid": proto.tune_grid,
                      "training": vars(proto.training), "workers": args.workers},
         "machine": start_info,
-        "loadavg_end": report.machine_info()["loadavg"],
+        "loadavg_end": machine_info()["loadavg"],
         "wall_s": wall,
         "json_name": json_name,
         "chosen": chosen,

@@ -51,7 +51,7 @@ def measure(threads: tuple[int, ...] = (1, 2)) -> dict[str, Any]:
     """Timings for each thread count (build cost of the data excluded; one warm-up run first)."""
     time_single_run(1, repeats=1)  # warm-up: caches, allocator
     runs = [r for n in threads for r in time_single_run(n)]
-    return {"runs": runs, "cpu_count": os.cpu_count()}
+    return {"runs": runs, "cpu_count": os.cpu_count(), "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY", "(unset)")}
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
