@@ -41,6 +41,12 @@ def provenance(commands: list[str], m: dict[str, Any], loadavg_end: list[float] 
 RESULTS = Path(__file__).resolve().parent / "results"
 
 
+def artefact(stem: str, mode: str, ext: str) -> str:
+    """A results file's name: `stem.ext` for the default (reduced) protocol and the CI smoke run, and
+    `stem_<mode>.ext` otherwise (`toys_full.md`), so a full run never overwrites the reduced report."""
+    return f"{stem}.{ext}" if mode in ("reduced", "smoke") else f"{stem}_{mode}.{ext}"
+
+
 def runner_parser(doc: str | None, smoke_help: str, full_help: str) -> argparse.ArgumentParser:
     """The options every experiment runner shares: --smoke | --full (default: the reduced protocol) and --out."""
     p = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)

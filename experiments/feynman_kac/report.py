@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from experiments.common import provenance
+from experiments.common import artefact, provenance
 from experiments.feynman_kac.problem import Problem, Settings
 
 
@@ -36,6 +36,9 @@ def detail_table(summary: dict[str, Any], settings: Settings) -> list[str]:
 
 
 def markdown(payload: dict[str, Any], problem: Problem, settings: Settings) -> str:
+    def png(stem: str) -> str:
+        return artefact(stem, settings.mode, "png")
+
     r, s, m = payload["result"], payload["summary"], payload["machine"]
     val = r["pde_validation"]
     orders = ", ".join(f"{o:.2f}" for o in s["weak_orders"])
@@ -93,9 +96,9 @@ def markdown(payload: dict[str, Any], problem: Problem, settings: Settings) -> s
         "",
         "## Figures",
         "",
-        "* `figures/fk_gap.png`: gap against n for each M (log–log), the M = ∞ bias with a 1/n guide, and "
+        f"* `figures/{png('fk_gap')}`: gap against n for each M (log–log), the M = ∞ bias with a 1/n guide, and "
         "the max SE per M; u_PDE(·, T) and f; the pointwise errors u_ResNet − u_PDE (± 2 SE) and u_∞ − u_PDE for "
         "the smallest and largest n at the largest M.",
-        "* `figures/fk_pde_validation.png`: PDE solver error against dx on the closed-form problem.",
+        f"* `figures/{png('fk_pde_validation')}`: PDE solver error against dx on the closed-form problem.",
         "",
     ])

@@ -1,6 +1,7 @@
 """``python -m experiments.feynman_kac.run [--smoke|--full] [--out DIR]``: the Feynman–Kac check.
 
-Writes ``DIR/feynman_kac.md``, ``DIR/feynman_kac_<mode>.json`` (every run's record and the curves) and
+Writes ``DIR/feynman_kac.md`` (``feynman_kac_full.md`` with --full), ``DIR/feynman_kac_<mode>.json``
+(every run's record and the curves) and
 ``DIR/figures/fk_*.png``. Default DIR: experiments/results. Modes: smoke (CI, seconds), reduced (default,
 3 seeds), full (10 seeds, M up to 10⁵).
 """
@@ -16,7 +17,7 @@ from typing import Any
 
 import torch
 
-from experiments.common import machine_info, mode_of, runner_parser
+from experiments.common import artefact, machine_info, mode_of, runner_parser
 from experiments.feynman_kac import figures
 from experiments.feynman_kac.experiment import run_experiment, summarise
 from experiments.feynman_kac.problem import Problem, settings_for
@@ -38,8 +39,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     start = time.perf_counter()
     result = run_experiment(problem, settings)
     summary = summarise(result, settings)
-    figures.gap_figure(result, summary, problem, settings, out / "figures" / "fk_gap.png")
-    figures.validation_figure(result, out / "figures" / "fk_pde_validation.png")
+    mode = settings.mode
+    figures.gap_figure(result, summary, problem, settings, out / "figures" / artefact("fk_gap", mode, "png"))
+    figures.validation_figure(result, out / "figures" / artefact("fk_pde_validation", mode, "png"))
     json_name = f"feynman_kac_{settings.mode}.json"
     command = "python -m experiments.feynman_kac.run" + "".join(
         f" {a}" for a in (sys.argv[1:] if argv is None else argv))
@@ -49,8 +51,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "wall_s": time.perf_counter() - start, "json_name": json_name, "summary": summary, "result": result,
     }
     (out / json_name).write_text(json.dumps(payload, indent=1))
-    (out / "feynman_kac.md").write_text(markdown(payload, problem, settings))
-    print((out / "feynman_kac.md").read_text())
+    md = out / artefact("feynman_kac", mode, "md")
+    md.write_text(markdown(payload, problem, settings))
+    print(md.read_text())
     return payload
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import statistics
 from typing import Any
 
-from experiments.common import machine_info, mean_std, provenance  # noqa: F401 — re-exported for the runners
+from experiments.common import artefact, machine_info, mean_std, provenance  # noqa: F401 — re-exported for the runners
 from experiments.toys.config import DATASETS, RECIPES, Settings
 
 LD_STEPS = (0, 1, 2, 5, 10, 20, 50, 100, 150, 200)
@@ -78,6 +78,10 @@ def ld_table(summary: dict[str, Any], curves: list[dict]) -> list[str]:
 
 def markdown(payload: dict[str, Any], settings: Settings, curves: list[dict]) -> str:
     """The results page: protocol, tables, l/d values, command, machine."""
+
+    def png(stem: str) -> str:
+        return artefact(stem, settings.mode, "png")
+
     s, m = payload["summary"], payload["machine"]
     seeds = ", ".join(map(str, settings.seeds))
     out = [
@@ -128,12 +132,12 @@ def markdown(payload: dict[str, Any], settings: Settings, curves: list[dict]) ->
         "",
         "## Figures",
         "",
-        "* `figures/toys_decision_boundaries.png`: P(class 1) and the 0.5 contour, seed 0, split protocol. "
+        f"* `figures/{png('toys_decision_boundaries')}`: P(class 1) and the 0.5 contour, seed 0, split protocol. "
         "With diffusion the model is transductive; off-data points are placed by an out-of-sample extension "
         "(each grid point receives diffusion from its k nearest data points; data features are unchanged).",
-        "* `figures/toys_trajectories.png`: features of every point through depth (input, residual block, "
+        f"* `figures/{png('toys_trajectories')}`: features of every point through depth (input, residual block, "
         "diffusion steps), seed 0 diffusion model; last column: paths of 40 particles through all layers.",
-        "* `figures/toys_xor_ld.png`: l and d, the l/d curve, and the XOR points at three depths.",
+        f"* `figures/{png('toys_xor_ld')}`: l and d, the l/d curve, and the XOR points at three depths.",
         "",
     ]
     return "\n".join(out)

@@ -1,6 +1,7 @@
 """``python -m experiments.toys.run [--smoke|--full] [--out DIR]``: toys table, XOR l/d, figures.
 
-Writes ``DIR/toys.md``, ``DIR/toys_<mode>.json`` (every run's record) and ``DIR/figures/toys_*.png``.
+Writes ``DIR/toys.md`` (``toys_full.md`` with --full), ``DIR/toys_<mode>.json`` (every run's record) and
+``DIR/figures/toys_*.png`` (``toys_*_full.png``).
 Default DIR: experiments/results. Modes: smoke (CI, seconds), reduced (default, 3 seeds), full (10 seeds).
 """
 
@@ -16,7 +17,7 @@ from typing import Any
 
 import torch
 
-from experiments.common import mode_of, runner_parser
+from experiments.common import artefact, mode_of, runner_parser
 from experiments.toys import figures
 from experiments.toys.config import DATASETS, settings_for
 from experiments.toys.report import machine_info, markdown, summarise
@@ -57,9 +58,11 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     curves = [xor_curve(seed, settings.xor, keep) for seed in settings.seeds]
     summary = summarise(runs, curves)
     fig_start = time.perf_counter()
-    figures.decision_boundaries(cases, settings.grid, out / "figures" / "toys_decision_boundaries.png")
-    figures.trajectories(cases, out / "figures" / "toys_trajectories.png")
-    figures.xor_figure(curves, out / "figures" / "toys_xor_ld.png")
+    mode = settings.mode
+    boundaries = out / "figures" / artefact("toys_decision_boundaries", mode, "png")
+    figures.decision_boundaries(cases, settings.grid, boundaries)
+    figures.trajectories(cases, out / "figures" / artefact("toys_trajectories", mode, "png"))
+    figures.xor_figure(curves, out / "figures" / artefact("toys_xor_ld", mode, "png"))
     figure_s = time.perf_counter() - fig_start
     json_name = f"toys_{settings.mode}.json"
     command = "python -m experiments.toys.run" + "".join(f" {a}" for a in (sys.argv[1:] if argv is None else argv))
@@ -73,8 +76,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     if bad:
         print(f"warning: {len(bad)} runs had a non-finite loss", file=sys.stderr)
     (out / json_name).write_text(json.dumps(payload, indent=1))
-    (out / "toys.md").write_text(markdown(payload, settings, curves))
-    print((out / "toys.md").read_text())
+    md = out / artefact("toys", mode, "md")
+    md.write_text(markdown(payload, settings, curves))
+    print(md.read_text())
     return payload
 
 
