@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import pytest
 import torch
+from test_batched import bag_of_words, ring_with_chords
 
 from cdflow.graph import laplacian_from_edges
 from cdflow.models import DiffResNet
 from cdflow.models.batched import SparseRows, keep_mask, stacked_nll
 from cdflow.models.wide_diffresnet import BatchedWideDiffResNet
-from tests.models.test_batched import bag_of_words, ring_with_chords
 
 
 def direct(model: BatchedWideDiffResNet, x: torch.Tensor, lap: torch.Tensor, k: int) -> torch.Tensor:
