@@ -9,6 +9,8 @@ import ctypes.util
 
 M_TRIM_THRESHOLD = -1
 M_MMAP_MAX = -4
+#: the largest value mallopt's C int takes (2³⁶ was silently truncated to 0 by ctypes)
+TRIM_THRESHOLD = 2**31 - 1
 
 
 def keep_freed_memory() -> bool:
@@ -24,6 +26,6 @@ def keep_freed_memory() -> bool:
     try:
         libc = ctypes.CDLL(name)
         libc.mallopt.argtypes = [ctypes.c_int, ctypes.c_int]  # overflow now raises instead of truncating
-        return bool(libc.mallopt(M_MMAP_MAX, 0)) and bool(libc.mallopt(M_TRIM_THRESHOLD, 2**31 - 1))
+        return bool(libc.mallopt(M_MMAP_MAX, 0)) and bool(libc.mallopt(M_TRIM_THRESHOLD, TRIM_THRESHOLD))
     except (OSError, AttributeError):
         return False
