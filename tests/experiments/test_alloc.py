@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import ctypes
 import subprocess
 import sys
 import textwrap
+from pathlib import Path
 
-from experiments.graph.alloc import TRIM_THRESHOLD
+ROOT = Path(__file__).resolve().parents[2]  # `experiments` is importable from the project root only
 
 SCRIPT = textwrap.dedent(
     """
@@ -30,9 +30,13 @@ SCRIPT = textwrap.dedent(
 )
 
 
+def _python(script: str, *args: str) -> str:
+    out = subprocess.run([sys.executable, "-c", script, *args], capture_output=True, text=True, check=True, cwd=ROOT)
+    return out.stdout.strip()
+
+
 def _faults_per_epoch(mode: str) -> int:
-    out = subprocess.run([sys.executable, "-c", SCRIPT, mode], capture_output=True, text=True, check=True)
-    return int(out.stdout.strip())
+    return int(_python(SCRIPT, mode))
 
 
 def test_freed_tensors_are_reused_without_page_faults():
@@ -42,4 +46,6 @@ def test_freed_tensors_are_reused_without_page_faults():
 
 def test_trim_threshold_fits_mallopts_c_int():
     """ctypes truncates a Python int to the C int without a word: 2³⁶ became 0, the worst threshold."""
-    assert ctypes.c_int(TRIM_THRESHOLD).value == TRIM_THRESHOLD > 2**30
+    check = ("import ctypes\nfrom experiments.graph.alloc import TRIM_THRESHOLD as t\n"
+             "print(ctypes.c_int(t).value == t > 2**30)")
+    assert _python(check) == "True"
