@@ -42,9 +42,9 @@ RESULTS = Path(__file__).resolve().parent / "results"
 
 
 def artefact(stem: str, mode: str, ext: str) -> str:
-    """A results file's name: `stem.ext` for the default (reduced) protocol and the CI smoke run, and
-    `stem_<mode>.ext` otherwise (`toys_full.md`), so a full run never overwrites the reduced report."""
-    return f"{stem}.{ext}" if mode in ("reduced", "smoke") else f"{stem}_{mode}.{ext}"
+    """A results file's name: `stem.ext` for the default (reduced) protocol, `stem_<mode>.ext` otherwise
+    (`graph_full.md`, `toys_smoke.md`), so no mode overwrites another's report."""
+    return f"{stem}.{ext}" if mode == "reduced" else f"{stem}_{mode}.{ext}"
 
 
 def runner_parser(doc: str | None, smoke_help: str, full_help: str) -> argparse.ArgumentParser:

@@ -17,7 +17,7 @@ from typing import Any
 import torch
 
 from cdflow.models.batched import member_generators
-from experiments.common import machine_info, mean_std, mode_of, runner_parser
+from experiments.common import artefact, machine_info, mean_std, mode_of, runner_parser
 from experiments.covid.data import CovidTask, build_task, load
 from experiments.covid.models import CovidCOIN, CovidGCN, CovidMLP, linear_regression
 from experiments.covid.train import CovidTraining, fit, member_mse
@@ -176,7 +176,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         recs = run_masking(task, masking, settings)
         runs += recs
         print(f"masking {masking}: " + ", ".join(f"{r['model']} {r['test_mse']:.3f}" for r in recs), flush=True)
-    stem = "covid" if name == "reduced" else f"covid_{name}"
+    json_name, md_name = artefact("covid", name, "json"), artefact("covid", name, "md")
     payload = {
         "mode": name,
         "command": "python -m experiments.covid.run" + "".join(f" {a}" for a in (sys.argv[1:] if argv is None
@@ -185,14 +185,14 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "machine": info,
         "loadavg_end": machine_info()["loadavg"],
         "wall_s": time.perf_counter() - start,
-        "json_name": f"{stem}.json",
+        "json_name": json_name,
         "mask_attempts": attempts,
         "summary": summarise(runs),
         "runs": runs,
     }
     args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / f"{stem}.json").write_text(json.dumps(payload, indent=1, allow_nan=True))
-    (args.out / f"{stem}.md").write_text(markdown(payload))
+    (args.out / json_name).write_text(json.dumps(payload, indent=1, allow_nan=True))
+    (args.out / md_name).write_text(markdown(payload))
     if any(math.isnan(r["test_mse"]) for r in runs):
         print("warning: NaN test MSE in some runs", file=sys.stderr)
     return payload

@@ -20,7 +20,7 @@ from typing import Any
 
 import torch
 
-from experiments.common import machine_info, mode_of, runner_parser
+from experiments.common import artefact, machine_info, mode_of, runner_parser
 from experiments.graph import report, timing
 from experiments.graph.alloc import keep_freed_memory
 from experiments.graph.configs import COIN_CORA, ModelSpec, Protocol, model_specs, protocol
@@ -167,8 +167,7 @@ def _attach_full_run(payload: dict[str, Any], out: Path, json_name: str) -> None
 
 
 def _names(mode: str) -> tuple[str, str]:
-    stem = "graph" if mode == "reduced" else f"graph_{mode}"
-    return f"{stem}.json", f"{stem}.md"
+    return artefact("graph", mode, "json"), artefact("graph", mode, "md")
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:

@@ -1,6 +1,6 @@
 """``python -m experiments.images.run [--smoke|--full] [--out DIR]``: semi-supervised digits and MNIST.
 
-Writes ``DIR/images.md`` (``images_smoke.md`` in smoke mode) and ``DIR/images_<mode>.json`` (every run's
+Writes ``DIR/images.md`` (``images_<mode>.md`` in smoke and full mode) and ``DIR/images_<mode>.json`` (every run's
 record). Default DIR: experiments/results. Modes: smoke (CI, seconds), reduced (default: digits 3 seeds,
 MNIST 10,000 points 2 seeds), full (digits 5 seeds, MNIST all 70,000 points 3 seeds).
 """
@@ -18,7 +18,7 @@ from typing import Any
 
 import torch
 
-from experiments.common import mode_of, runner_parser
+from experiments.common import artefact, mode_of, runner_parser
 from experiments.images.config import EXTRA_KINDS, KINDS, settings_for
 from experiments.images.digits import run_digits
 from experiments.images.mnist import run_mnist
@@ -102,10 +102,10 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "summary": summarise(runs), "runs": runs,
     }
     payload["settings"] = {k: (list(v) if isinstance(v, tuple) else v) for k, v in payload["settings"].items()}
-    suffix = "" if settings.mode != "smoke" else "_smoke"
+    md = out / artefact("images", settings.mode, "md")
     json_path.write_text(json.dumps(payload, indent=1))
-    (out / f"images{suffix}.md").write_text(markdown(payload, settings))
-    print(f"wrote {out / f'images{suffix}.md'} and images_{settings.mode}.json ({payload['wall_s']:.1f} s)")
+    md.write_text(markdown(payload, settings))
+    print(f"wrote {md} and images_{settings.mode}.json ({payload['wall_s']:.1f} s)")
     return payload
 
 

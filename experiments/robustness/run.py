@@ -3,7 +3,7 @@
 Trains a neural ODE and the convection–diffusion SDE (same network) on MNIST per seed and measures their
 accuracy under Gaussian input noise and an L∞ PGD attack; ``--conv-ckpt`` adds the conv neural ODE of a
 ``cdflow fit --config experiments/configs/mnist.yaml`` checkpoint. Writes ``DIR/robustness.md``
-(``robustness_smoke.md`` in smoke mode) and ``DIR/robustness_<mode>.json``. Default DIR: experiments/results.
+(``robustness_<mode>.md`` in smoke and full mode) and ``DIR/robustness_<mode>.json``. Default DIR: experiments/results.
 Modes: smoke (CI, seconds), reduced (default: 2 seeds, 2 epochs, 1,000 test images), full (3 seeds, 3 epochs,
 all 10,000 test images).
 """
@@ -21,7 +21,7 @@ from typing import Any
 
 import torch
 
-from experiments.common import mode_of, runner_parser
+from experiments.common import artefact, mode_of, runner_parser
 from experiments.robustness.config import HPARAMS, settings_for
 from experiments.robustness.data import mnist_pixels
 from experiments.robustness.evaluate import evaluate
@@ -84,10 +84,10 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "settings": {k: (list(v) if isinstance(v, tuple) else v) for k, v in settings.__dict__.items()},
         "summary": summarise(runs), "runs": runs,
     }
-    suffix = "" if settings.mode != "smoke" else "_smoke"
+    md = out / artefact("robustness", settings.mode, "md")
     (out / f"robustness_{settings.mode}.json").write_text(json.dumps(payload, indent=1))
-    (out / f"robustness{suffix}.md").write_text(markdown(payload, settings))
-    print(f"wrote {out / f'robustness{suffix}.md'} and robustness_{settings.mode}.json ({payload['wall_s']:.1f} s)")
+    md.write_text(markdown(payload, settings))
+    print(f"wrote {md} and robustness_{settings.mode}.json ({payload['wall_s']:.1f} s)")
     return payload
 
 

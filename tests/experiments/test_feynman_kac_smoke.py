@@ -32,5 +32,5 @@ def test_feynman_kac_smoke_outputs_are_well_formed(tmp_path):
         assert 1.8 < row["observed_order"] < 2.2
     assert result["pde_validation"][-1]["max_error"] < 1e-3 and result["pde_error_estimate"] < 1e-3
     assert result["library_check"]["within_4_max_se"]
-    assert "| n |" in (tmp_path / "feynman_kac.md").read_text()
-    assert (tmp_path / "figures" / "fk_gap.png").stat().st_size > 1000
+    assert "| n |" in (tmp_path / "feynman_kac_smoke.md").read_text()
+    assert (tmp_path / "figures" / "fk_gap_smoke.png").stat().st_size > 1000

@@ -36,7 +36,7 @@ def test_toys_smoke_outputs_are_well_formed(tmp_path):
         assert n == len(curve["l"]) == len(curve["d"]) > 1
         assert all(v > 0 and math.isfinite(v) for v in curve["ratio"] + curve["l"] + curve["d"])
         assert curve["ratio"][-1] > curve["ratio"][0]  # diffusion raises l/d
-    md = (tmp_path / "toys.md").read_text()
+    md = (tmp_path / "toys_smoke.md").read_text()
     assert "| moons |" in md and "python -m experiments.toys.run --smoke" in md
     for name in ("toys_decision_boundaries", "toys_trajectories", "toys_xor_ld"):
-        assert (tmp_path / "figures" / f"{name}.png").stat().st_size > 1000
+        assert (tmp_path / "figures" / f"{name}_smoke.png").stat().st_size > 1000
