@@ -17,7 +17,7 @@ from typing import Any
 import torch
 
 from cdflow.models.batched import member_generators
-from experiments.common import artefact, machine_info, mean_std, mode_of, runner_parser
+from experiments.common import artefact, machine_info, mean_std, mode_of, provenance, runner_parser
 from experiments.covid.data import CovidTask, build_task, load
 from experiments.covid.models import CovidCOIN, CovidGCN, CovidMLP, linear_regression
 from experiments.covid.train import CovidTraining, fit, member_mse
@@ -104,15 +104,7 @@ def markdown(payload: dict[str, Any]) -> str:
         f"(linear regression: one fit per masking); {st['epochs']} epochs. Total wall time "
         f"{payload['wall_s']:.1f} s. Raw per-run records: `{payload['json_name']}`.",
         "",
-        "Command:",
-        "",
-        "```",
-        payload["command"],
-        "```",
-        "",
-        f"Machine: {m['cpu']}, {m['cores']} cores, torch {m['torch']} ({m['torch_threads']} threads), python "
-        f"{m['python']}; load average at start {m['loadavg']}, at end {payload['loadavg_end']}.",
-        "",
+        *provenance([payload["command"]], m, payload["loadavg_end"]),
         "## Protocol (our reading of the issue)",
         "",
         "* `load_covid`: 61 days × 129 NUTS3 regions, one directed weighted mobility graph per day.",

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from experiments.common import provenance
 from experiments.graph import report
 from experiments.graph.configs import ROW_KEYS as ORDER
 
@@ -42,17 +43,8 @@ def markdown(payload: dict[str, Any]) -> str:
         f"initialisations. Total wall time {payload['wall_s'] / 60:.1f} min with {proto['workers']} process(es). "
         f"Raw per-run records: `{payload['json_name']}`.",
         "",
-        "Command:",
-        "",
-        "```",
-        payload["command"],
-        *[m["command"] + f"   # merged: {', '.join(m['groups'])}" for m in payload.get("merged", [])],
-        "```",
-        "",
-        f"Machine: {m['cpu']}, {m['cores']} cores, torch {m['torch']} ({m['torch_threads']} threads per process), "
-        f"python {m['python']}. Load average (1/5/15 min) at start {m['loadavg']}, at end {payload['loadavg_end']} "
-        "(the 2 cores are shared with other jobs, so wall times are upper bounds).",
-        "",
+        *provenance([payload["command"], *[mg["command"] + f"   # merged: {', '.join(mg['groups'])}"
+                                           for mg in payload.get("merged", [])]], m, payload["loadavg_end"]),
         "## Protocol",
         "",
         "* Data: gnn-benchmark `cora.npz` / `citeseer.npz`, largest connected component (Cora 2,485 nodes, "
