@@ -259,7 +259,7 @@ def stacked_nll(logp: Tensor, y: Tensor, index: Tensor) -> Tensor:
 
 
 def _diffuse_columns(
-    u: Tensor, lap: SparseRows, tau: float, n_steps: int, integrator: str, method: str
+    u: Tensor, lap: SparseRows, tau: float, n_steps: int, integrator: str, method: str = "krylov"
 ) -> tuple[Tensor, DiffusionStats]:
     """Diffuse every column of u [N, K, C] over the total time n·τ: the explicit steps u ← u − τ L u
     (n of them; stable only for τ ≤ 2/λ_max), or u ← exp(−nτL) u by `cdflow.splitting.diffuse(method)`."""

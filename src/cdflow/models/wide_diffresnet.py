@@ -17,7 +17,7 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor, nn
 
-from cdflow.models.batched import SparseRows, _init_uniform, keep_mask, member_generators
+from cdflow.models.batched import SparseRows, _diffuse_columns, _init_uniform, keep_mask, member_generators
 from cdflow.splitting import DiffusionStats
 
 
@@ -119,13 +119,9 @@ class BatchedWideDiffResNet(nn.Module):
         if diffuse and self.training and self.dropout > 0:
             h = _DropoutDiffusion.apply(h0.reshape(n, k * f), lap, self.tau, self.n_steps, self.dropout, self.block)
             logits = torch.bmm(h.view(n, k, f).transpose(0, 1), self.w2).transpose(0, 1)
+            self.diffusion_stats = DiffusionStats(products=self.n_steps, substeps=self.n_steps)
         else:
             logits = torch.bmm(h0.transpose(0, 1), self.w2).transpose(0, 1)  # (I − τL)ⁿ commutes with W₂
             if diffuse:
-                flat = logits.reshape(n, -1)
-                for _ in range(self.n_steps):
-                    flat = _diffusion_step(flat, lap, self.tau)
-                logits = flat.view(n, k, -1)
-        if diffuse:
-            self.diffusion_stats = DiffusionStats(products=self.n_steps, substeps=self.n_steps)
+                logits, self.diffusion_stats = _diffuse_columns(logits, lap, self.tau, self.n_steps, "explicit")
         return torch.log_softmax(logits + self.b2, dim=-1)
