@@ -5,9 +5,8 @@ from __future__ import annotations
 import subprocess
 import sys
 import textwrap
-from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[2]  # `experiments` is importable from the project root only
+from smoke_runner import ROOT  # `experiments` is importable from the project root only
 
 SCRIPT = textwrap.dedent(
     """

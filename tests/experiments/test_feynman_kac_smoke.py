@@ -2,19 +2,12 @@
 
 import json
 import math
-import os
-import subprocess
-import sys
-from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[2]
+from smoke_runner import run_smoke
 
 
 def test_feynman_kac_smoke_outputs_are_well_formed(tmp_path):
-    env = dict(os.environ, OMP_NUM_THREADS="1", OMP_WAIT_POLICY="PASSIVE")
-    cmd = [sys.executable, "-m", "experiments.feynman_kac.run", "--smoke", "--out", str(tmp_path)]
-    done = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
-    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    run_smoke("experiments.feynman_kac.run", tmp_path, timeout=120)
     payload = json.loads((tmp_path / "feynman_kac_smoke.json").read_text())
     assert {"mode", "seeds", "command", "machine", "wall_s", "summary", "result", "problem"} <= set(payload)
     result, summary = payload["result"], payload["summary"]

@@ -2,24 +2,11 @@
 
 import json
 import math
-import os
-import subprocess
-import sys
-from pathlib import Path
 
 import pytest
+from smoke_runner import experiments_module, run_smoke
 
 from cdflow.data.paths import data_root
-
-ROOT = Path(__file__).resolve().parents[2]
-
-
-def _run(module: str, out: Path) -> None:
-    """`python -m <module> --smoke --out <out>` from the repository root (as CI and `make` run it)."""
-    env = dict(os.environ, OMP_NUM_THREADS="1", OMP_WAIT_POLICY="PASSIVE")
-    cmd = [sys.executable, "-m", module, "--smoke", "--out", str(out)]
-    done = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
-    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
 
 
 def _have(*parts: str) -> bool:
@@ -31,7 +18,7 @@ def _have(*parts: str) -> bool:
 
 @pytest.mark.skipif(not _have("gnn-benchmark", "cora.npz"), reason="Cora not in the data folder")
 def test_graph_runner_smoke(tmp_path):
-    _run("experiments.graph.run", tmp_path)
+    run_smoke("experiments.graph.run", tmp_path)
     saved = json.loads((tmp_path / "graph_smoke.json").read_text())
     md = (tmp_path / "graph_smoke.md").read_text()
     assert saved["mode"] == "smoke" and saved["runs"]
@@ -57,7 +44,7 @@ def test_graph_runner_smoke(tmp_path):
 
 @pytest.mark.skipif(not _have("covid", "england_covid.json"), reason="COVID data not in the data folder")
 def test_covid_runner_smoke(tmp_path):
-    _run("experiments.covid.run", tmp_path)
+    run_smoke("experiments.covid.run", tmp_path)
     saved = json.loads((tmp_path / "covid_smoke.json").read_text())
     assert {"coin", "coin-nodiff", "mlp", "gcn", "linear"} == {r["model"] for r in saved["runs"]}
     for r in saved["runs"]:
@@ -66,27 +53,15 @@ def test_covid_runner_smoke(tmp_path):
     assert "| model |" in (tmp_path / "covid_smoke.md").read_text()
 
 
-def _experiments_module(name: str):
-    """Import experiments.<name> from the repository root (the tests folder also has an `experiments`)."""
-    import importlib
-
-    if str(ROOT) not in sys.path:
-        sys.path.insert(0, str(ROOT))
-    pkg = sys.modules.get("experiments")
-    if pkg is not None and getattr(pkg, "__file__", None) is None:  # the tests' namespace package
-        del sys.modules["experiments"]
-    return importlib.import_module(f"experiments.{name}")
-
-
 def test_early_stopping_is_per_member_and_restores_the_best_epoch():
     import torch
 
     from cdflow.graph import laplacian_from_edges
     from cdflow.models.batched import BatchedDiffResNet, SparseRows, member_generators
 
-    train_mod = _experiments_module("graph.train")
-    configs = _experiments_module("graph.configs")
-    data = _experiments_module("graph.data")
+    train_mod = experiments_module("graph.train")
+    configs = experiments_module("graph.configs")
+    data = experiments_module("graph.data")
     n = 60
     src = torch.arange(n)
     ei = torch.stack([src, (src + 1) % n])

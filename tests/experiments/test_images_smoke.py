@@ -3,20 +3,14 @@ accuracies in [0, 1], and the markdown tables."""
 
 import json
 import math
-import os
-import subprocess
-import sys
-from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[2]
+from smoke_runner import run_smoke
+
 KINDS = ("none", "graph", "noise")
 
 
 def test_images_smoke_outputs_are_well_formed(tmp_path):
-    env = dict(os.environ, OMP_NUM_THREADS="1", OMP_WAIT_POLICY="PASSIVE", WANDB_MODE="offline")
-    cmd = [sys.executable, "-m", "experiments.images.run", "--smoke", "--out", str(tmp_path)]
-    done = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=180)
-    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    run_smoke("experiments.images.run", tmp_path, timeout=180, WANDB_MODE="offline")
     payload = json.loads((tmp_path / "images_smoke.json").read_text())
     keys = {"mode", "seeds", "mnist_seeds", "command", "machine", "wall_s", "settings", "summary", "runs"}
     assert keys <= set(payload)

@@ -3,33 +3,13 @@
 
 import json
 import math
-import os
-import subprocess
-import sys
-from pathlib import Path
 
 import torch
-
-ROOT = Path(__file__).resolve().parents[2]
-
-
-def _experiments_module(name: str):
-    """Import experiments.<name> from the repository root (the tests folder also has an `experiments`)."""
-    import importlib
-
-    if str(ROOT) not in sys.path:
-        sys.path.insert(0, str(ROOT))
-    pkg = sys.modules.get("experiments")
-    if pkg is not None and getattr(pkg, "__file__", None) is None:  # the tests' namespace package
-        del sys.modules["experiments"]
-    return importlib.import_module(f"experiments.{name}")
+from smoke_runner import experiments_module, run_smoke
 
 
 def test_robustness_smoke_outputs_are_well_formed(tmp_path):
-    env = dict(os.environ, OMP_NUM_THREADS="1", OMP_WAIT_POLICY="PASSIVE")
-    cmd = [sys.executable, "-m", "experiments.robustness.run", "--smoke", "--out", str(tmp_path)]
-    done = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=180)
-    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    run_smoke("experiments.robustness.run", tmp_path, timeout=180)
     payload = json.loads((tmp_path / "robustness_smoke.json").read_text())
     assert {"mode", "seeds", "command", "machine", "wall_s", "settings", "hparams", "summary", "runs"} <= set(payload)
     assert {"cpu", "cores", "torch", "torch_threads", "loadavg"} <= set(payload["machine"])
@@ -50,7 +30,7 @@ def test_robustness_smoke_outputs_are_well_formed(tmp_path):
 
 
 def test_pgd_stays_in_the_ball_and_raises_the_loss():
-    attacks = _experiments_module("robustness.attacks")
+    attacks = experiments_module("robustness.attacks")
     gaussian_noise, pgd_linf = attacks.gaussian_noise, attacks.pgd_linf
     torch.manual_seed(0)
     model = torch.nn.Sequential(torch.nn.Linear(6, 3))
@@ -68,5 +48,5 @@ def test_pgd_stays_in_the_ball_and_raises_the_loss():
 def test_normalisation_constants_match_the_data_module():
     from cdflow.data.modules import MNIST_STATS
 
-    models = _experiments_module("robustness.models")
+    models = experiments_module("robustness.models")
     assert (models.MEAN, models.STD) == MNIST_STATS["mnist"]
