@@ -12,6 +12,7 @@ import torch
 from torch import Tensor, nn
 
 from cdflow.errors import ConfigError
+from cdflow.graph.laplacian import Laplacian
 
 
 class Term(nn.Module):
@@ -39,7 +40,7 @@ class GraphDiffusion(Term):
     The Laplacian can be replaced per batch with `set_laplacian` (mini-batch kNN graphs).
     """
 
-    def __init__(self, laplacian: Tensor | None = None, gamma: float = 1.0, learnable: bool = False) -> None:
+    def __init__(self, laplacian: Laplacian | Tensor | None = None, gamma: float = 1.0, learnable: bool = False) -> None:
         super().__init__()
         if gamma < 0:
             raise ConfigError(f"diffusion coefficient gamma must be ≥ 0, got {gamma}")
@@ -49,7 +50,7 @@ class GraphDiffusion(Term):
             self.raw_gamma = nn.Parameter(raw.float())
         else:
             self.register_buffer("fixed_gamma", torch.tensor(float(gamma)), persistent=False)
-        self.laplacian: Tensor | None = laplacian
+        self.laplacian: Laplacian | None = None if laplacian is None else Laplacian.coerce(laplacian)
 
     @property
     def gamma(self) -> Tensor:
@@ -57,20 +58,15 @@ class GraphDiffusion(Term):
             return nn.functional.softplus(self.raw_gamma)
         return self.fixed_gamma
 
-    def set_laplacian(self, laplacian: Tensor) -> None:
-        """Use `laplacian` (N×N, sparse or dense) from now on."""
-        self.laplacian = laplacian
+    def set_laplacian(self, laplacian: Laplacian | Tensor) -> None:
+        """Use `laplacian` (a `cdflow.graph.Laplacian`, or an N×N matrix wrapped once here) from now on."""
+        self.laplacian = Laplacian.coerce(laplacian)
 
     def apply_laplacian(self, x: Tensor) -> Tensor:
         """L x over the first axis of x (trailing axes are flattened into columns)."""
         if self.laplacian is None:
             raise ConfigError("GraphDiffusion has no Laplacian: call set_laplacian(L) before solving")
-        L = self.laplacian
-        if L.shape[0] != x.shape[0]:
-            raise ConfigError(f"Laplacian is {tuple(L.shape)} but the state has {x.shape[0]} rows")
-        cols = x.reshape(x.shape[0], -1)
-        out = torch.sparse.mm(L, cols) if L.is_sparse or L.layout != torch.strided else L @ cols
-        return out.reshape(x.shape)
+        return self.laplacian @ x
 
     def forward(self, t: Tensor, x: Tensor) -> Tensor:
         return -self.gamma.to(x) * self.apply_laplacian(x)

@@ -1,5 +1,5 @@
 """Graph baselines in plain torch, K independent members at once (K = 1 is one model): log-probabilities
-[N, K, C]. Inputs are `SparseRows`: node features x and the GCN-normalised adjacency Â.
+[N, K, C]. Inputs are `SparseMatrix`: node features x and the GCN-normalised adjacency Â.
 
     Â = D̃^{-1/2} (A + I) D̃^{-1/2},  D̃ = diag((A + I)·1)                       (Kipf & Welling)
 
@@ -19,7 +19,8 @@ import torch
 from torch import Tensor, nn
 
 from cdflow.graph import adjacency_from_edges, sparse_from_entries
-from cdflow.models.batched import BatchedLinear, SparseRows, dropout
+from cdflow.models.layers import MemberLinear, dropout
+from cdflow.sparse import SparseMatrix
 
 __all__ = ["APPNP", "GCN", "MLP", "SGC", "gcn_adjacency"]
 
@@ -39,18 +40,18 @@ def gcn_adjacency(edge_index: Tensor, num_nodes: int, dtype: torch.dtype = torch
     return sparse_from_entries(row, col, dis[row] * val * dis[col], num_nodes)
 
 
-def _propagate(adj: SparseRows, h: Tensor) -> Tensor:
+def _propagate(adj: SparseMatrix, h: Tensor) -> Tensor:
     """Â h for h [N, K, H] (one sparse product over all members)."""
     n, k, d = h.shape
     return adj.mm(h.reshape(n, k * d)).view(n, k, d)
 
 
 class _Members(nn.Module):
-    """Shared `reset_parameters(gens)` over the BatchedLinear layers of a model."""
+    """Shared `reset_parameters(gens)` over the MemberLinear layers of a model."""
 
     def reset_parameters(self, gens: Sequence[torch.Generator]) -> None:
         for layer in self.modules():
-            if isinstance(layer, BatchedLinear):
+            if isinstance(layer, MemberLinear):
                 layer.reset_parameters(gens)
 
 
@@ -60,14 +61,14 @@ class MLP(_Members):
     def __init__(self, in_features: int, num_classes: int, hidden: int = 64, dropout: float = 0.5, k: int = 1) -> None:
         super().__init__()
         self.k, self.dropout = k, dropout
-        self.l1 = BatchedLinear(k, in_features, hidden)
-        self.l2 = BatchedLinear(k, hidden, num_classes)
+        self.l1 = MemberLinear(k, in_features, hidden)
+        self.l2 = MemberLinear(k, hidden, num_classes)
 
-    def logits(self, x: SparseRows) -> Tensor:
-        h = torch.relu(self.l1.forward_sparse(x, dropout=self.dropout))
+    def logits(self, x: SparseMatrix) -> Tensor:
+        h = torch.relu(self.l1.forward_shared(x, self.dropout, self.training))
         return self.l2(dropout(h, self.dropout, self.training))
 
-    def forward(self, x: SparseRows, adj: SparseRows | None = None) -> Tensor:
+    def forward(self, x: SparseMatrix, adj: SparseMatrix | None = None) -> Tensor:
         return torch.log_softmax(self.logits(x), dim=-1)
 
 
@@ -77,9 +78,9 @@ class GCN(_Members):
     def __init__(self, in_features: int, num_classes: int, hidden: int = 64, dropout: float = 0.8, k: int = 1) -> None:
         super().__init__()
         self.k, self.dropout = k, dropout
-        self.l1 = BatchedLinear(k, in_features, hidden, bias=False)
+        self.l1 = MemberLinear(k, in_features, hidden, bias=False)
         self.b1 = nn.Parameter(torch.zeros(k, hidden))
-        self.l2 = BatchedLinear(k, hidden, num_classes, bias=False)
+        self.l2 = MemberLinear(k, hidden, num_classes, bias=False)
         self.b2 = nn.Parameter(torch.zeros(k, num_classes))
 
     def reset_parameters(self, gens: Sequence[torch.Generator]) -> None:
@@ -88,8 +89,8 @@ class GCN(_Members):
             self.b1.zero_()
             self.b2.zero_()
 
-    def forward(self, x: SparseRows, adj: SparseRows) -> Tensor:
-        h = torch.relu(_propagate(adj, self.l1.forward_sparse(x, dropout=self.dropout)) + self.b1)
+    def forward(self, x: SparseMatrix, adj: SparseMatrix) -> Tensor:
+        h = torch.relu(_propagate(adj, self.l1.forward_shared(x, self.dropout, self.training)) + self.b1)
         h = _propagate(adj, self.l2(dropout(h, self.dropout, self.training))) + self.b2
         return torch.log_softmax(h, dim=-1)
 
@@ -111,7 +112,7 @@ class APPNP(_Members):
         self.k, self.alpha, self.n_iter = k, alpha, n_iter
         self.mlp = MLP(in_features, num_classes, hidden, dropout, k)
 
-    def forward(self, x: SparseRows, adj: SparseRows) -> Tensor:
+    def forward(self, x: SparseMatrix, adj: SparseMatrix) -> Tensor:
         h = self.mlp.logits(x)
         z = h
         for _ in range(self.n_iter):
@@ -126,10 +127,10 @@ class SGC(_Members):
     def __init__(self, in_features: int, num_classes: int, hops: int = 2, k: int = 1) -> None:
         super().__init__()
         self.k, self.hops = k, hops
-        self.lin = BatchedLinear(k, in_features, num_classes)
-        self._cache: tuple[tuple[int, int], SparseRows] | None = None
+        self.lin = MemberLinear(k, in_features, num_classes)
+        self._cache: tuple[tuple[int, int], SparseMatrix] | None = None
 
-    def smoothed(self, x: SparseRows, adj: SparseRows) -> SparseRows:
+    def smoothed(self, x: SparseMatrix, adj: SparseMatrix) -> SparseMatrix:
         """S = Â^K x, cached for the same (x, Â)."""
         key = (id(x), id(adj))
         if self._cache is None or self._cache[0] != key:
@@ -137,8 +138,8 @@ class SGC(_Members):
                 s = x.to_dense().to(self.lin.weight.dtype)
                 for _ in range(self.hops):
                     s = adj.mm(s)
-            self._cache = (key, SparseRows.from_tensor(s))
+            self._cache = (key, SparseMatrix.from_tensor(s))
         return self._cache[1]
 
-    def forward(self, x: SparseRows, adj: SparseRows) -> Tensor:
-        return torch.log_softmax(self.lin.forward_sparse(self.smoothed(x, adj)), dim=-1)
+    def forward(self, x: SparseMatrix, adj: SparseMatrix) -> Tensor:
+        return torch.log_softmax(self.lin.forward_shared(self.smoothed(x, adj)), dim=-1)

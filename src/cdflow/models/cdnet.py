@@ -1,6 +1,6 @@
 """A general convection–diffusion network whose depth is one continuous solve:
 
-    z(0) = encoder(x),   dz = [ v_θ(z, t) − γ L z ] dt + ς dW,   logits = head(z(T))
+    z(0) = dropout(act(W dropout(x) + b)),   dz = [ v_θ(z, t) − γ L z ] dt + ς dW,   logits = head(z(T))
 
 Diffusion is chosen by a `DiffusionSpec`: none, graph (in the drift, by explicit steps, or by a stable
 Lie/Strang split), or SDE noise (Feynman–Kac averaged at evaluation).
@@ -12,15 +12,18 @@ import torch
 from torch import Tensor, nn
 
 from cdflow.models.diffusion_spec import DiffusionSpec
-from cdflow.models.graph_source import GraphSpec, LaplacianCache, gather_rows
+from cdflow.errors import ConfigError
+from cdflow.graph import Laplacian
+from cdflow.models.graph_source import GraphInput, GraphSpec, gather_rows, resolve_graph
 from cdflow.noise import NoiseDiffusion
 from cdflow.sde import check_sde, derive_seed, mean_field_spec, sample_paths, solve_sde
 from cdflow.solve import solve
 from cdflow.solvers import SolverSpec
-from cdflow.splitting import DiffusionStats, split_solve
+from cdflow.heat import DiffusionStats, split_solve
 from cdflow.stats import SolveStats
 from cdflow.terms import Convection, Drift, GraphDiffusion
-from cdflow.velocity import MLPVelocity
+from cdflow.sparse import SparseMatrix
+from cdflow.velocity import MLPVelocity, make_activation
 
 
 class ConvectionDiffusionNet(nn.Module):
@@ -43,14 +46,24 @@ class ConvectionDiffusionNet(nn.Module):
         graph: GraphSpec | None = None,
         dropout: float = 0.0,
         seed: int = 0,
+        encoder_activation: str = "tanh",
+        hidden_dropout: float = 0.0,
+        time_input: bool = True,
     ) -> None:
         super().__init__()
         self.solver = solver or SolverSpec()
         self.diffusion = diffusion or DiffusionSpec()
-        self.encoder = nn.Sequential(nn.Dropout(dropout), nn.Linear(in_features, hidden), nn.Tanh())
-        self.velocity = MLPVelocity(hidden, width=width, depth=depth, activation=activation)
+        for name, p in (("dropout", dropout), ("hidden_dropout", hidden_dropout)):
+            if not 0.0 <= p < 1.0:
+                raise ConfigError(f"ConvectionDiffusionNet {name} must be in [0, 1), got {p}")
+        self.input_dropout = dropout
+        self.encoder = nn.Linear(in_features, hidden)
+        self.encoder_activation = make_activation(encoder_activation)
+        self.hidden_dropout = nn.Dropout(hidden_dropout)
+        self.velocity = MLPVelocity(hidden, width=width, depth=depth, activation=activation, time_input=time_input)
         self.head = nn.Linear(hidden, num_classes)
-        self.laplacian = LaplacianCache(graph or GraphSpec(source="knn"))
+        self.graph = graph or GraphSpec()
+        self.last_graph: str | None = None
         self.graph_term: GraphDiffusion | None = None
         self.convection = Drift([Convection(self.velocity)])
         kind, integ = self.diffusion.kind, self.diffusion.integrator
@@ -91,24 +104,39 @@ class ConvectionDiffusionNet(nn.Module):
             return nn.functional.softplus(self.raw_gamma)
         return self.diffusion.gamma
 
-    def forward(self, x: Tensor, edge_index: Tensor | None = None) -> Tensor:
-        x = x.reshape(x.shape[0], -1) if x.dim() > 2 else x
-        z = self.encoder(x)
+    def encode(self, x: Tensor | SparseMatrix) -> Tensor:
+        """z(0) = dropout_h(act(W dropout_x(x) + b)); sparse features are multiplied sparsely."""
+        if isinstance(x, SparseMatrix):
+            z = x.mm_stacked_dropout(self.encoder.weight.t()[None], self.input_dropout, self.training)[:, 0]
+            z = z + self.encoder.bias
+        else:
+            z = self.encoder(nn.functional.dropout(x, self.input_dropout, self.training))
+        return self.hidden_dropout(self.encoder_activation(z))
+
+    def forward(self, x: Tensor | SparseMatrix, graph: GraphInput = None) -> Tensor:
+        if isinstance(x, Tensor) and x.dim() > 2:
+            x = x.reshape(x.shape[0], -1)
+        z = self.encode(x)
         kind, integ = self.diffusion.kind, self.diffusion.integrator
         if kind == "noise":
             return self._noisy(z)
         own = None
-        if kind == "graph" and self.laplacian.spec.gather:  # DDP: diffuse over the global batch
+        if kind == "graph" and self.graph.gather:  # DDP: diffuse over the global batch
             (x, z), own = gather_rows(x, z)
         if kind == "none" or integ == "drift":
             if self.graph_term is not None:
-                self.graph_term.set_laplacian(self.laplacian(x, edge_index))
+                self.graph_term.set_laplacian(self._laplacian(x, graph, z))
             sol = solve(self.drift, z, self.solver)
             z, self._stats_parts = sol.y_final, [sol.stats]
         else:
-            z = self._split(z, self.laplacian(x, edge_index))
+            z = self._split(z, self._laplacian(x, graph, z))
         out = torch.log_softmax(self.head(z), dim=-1)
         return out if own is None else out[own]
+
+    def _laplacian(self, x: Tensor | SparseMatrix, graph: GraphInput, z: Tensor) -> Laplacian:
+        lap = resolve_graph(self.graph, x, graph, z.dtype)
+        self.last_graph = lap.describe()
+        return lap
 
     def _noisy(self, z: Tensor) -> Tensor:
         """Training: one path per call. Evaluation: Feynman–Kac u(x) = E softmax(head(X_T)) over n_samples
@@ -133,7 +161,7 @@ class ConvectionDiffusionNet(nn.Module):
             self.last_uncertainty = probs.std(dim=0)
         return torch.log(probs.mean(dim=0).clamp_min(1e-12))
 
-    def _split(self, z: Tensor, lap: Tensor) -> Tensor:
+    def _split(self, z: Tensor, lap: Laplacian) -> Tensor:
         spec, diff = self.solver, self.diffusion
         parts: list[SolveStats] = []
 

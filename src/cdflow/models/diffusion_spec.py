@@ -6,7 +6,7 @@ from dataclasses import dataclass
 from typing import Literal
 
 from cdflow.errors import ConfigError
-from cdflow.splitting import DIFFUSION_METHODS, SPLITTING_SCHEMES
+from cdflow.heat import DIFFUSION_METHODS, SPLITTING_SCHEMES
 
 DIFFUSION_KINDS = ("none", "noise", "graph")
 INTEGRATORS = ("drift", "explicit", "split")

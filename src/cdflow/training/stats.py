@@ -16,7 +16,7 @@ from collections.abc import Iterator
 
 from torch import nn
 
-from cdflow.splitting import DiffusionStats
+from cdflow.heat import DiffusionStats
 from cdflow.stats import SolveStats
 
 

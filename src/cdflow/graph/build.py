@@ -1,8 +1,9 @@
-"""Graphs and graph Laplacians for the diffusion term −γ L x of dx = [v_θ(x, t) − γ L x] dt.
+"""Building graphs and graph Laplacians for the diffusion term −γ L x of dx = [v_θ(x, t) − γ L x] dt.
 
-Everything is sparse: weights and Laplacians are coalesced torch sparse COO tensors, built from index
-lists with differentiable scatter operations (so weights may carry autograd), and kNN graphs are found in
-row chunks keeping O(N·k) memory. Products with them are `torch.sparse.mm(L, X)`.
+The builders return coalesced torch sparse COO tensors, made from index lists with differentiable scatter
+operations (so weights may carry autograd); kNN graphs are found in row chunks keeping O(N·k) memory.
+Integrators never see these tensors: `cdflow.graph.Laplacian` wraps a built matrix once, validated, in the
+fast product format (`cdflow.sparse.SparseMatrix`).
 
 Laplacian kinds, for a non-negative weight matrix A with degrees d_i = Σ_j A_ij:
 
@@ -32,7 +33,6 @@ LAPLACIAN_KINDS: tuple[str, ...] = ("sym", "rw", "gcn", "combinatorial")
 
 __all__ = [
     "LAPLACIAN_KINDS",
-    "SpectralBound",
     "adjacency_from_edges",
     "degrees",
     "is_symmetric",
@@ -42,7 +42,6 @@ __all__ = [
     "laplacian_from_weights",
     "random_walk_operator",
     "sparse_from_entries",
-    "spectral_bound",
 ]
 
 # Default kNN chunk: rows × N distance entries per chunk (2**23 float32 entries = 32 MiB).
@@ -385,74 +384,3 @@ def knn_rownorm_graph(
         w = w / w.sum(dim=1, keepdim=True)  # ≥ w_ii = 1 before normalising: never 0
         row = torch.arange(n, device=x.device)[:, None].expand(n, k).reshape(-1)
         return sparse_from_entries(row, idx.reshape(-1), w.reshape(-1), n)
-
-
-# --------------------------------------------------------------------------------------------------------
-# spectrum
-# --------------------------------------------------------------------------------------------------------
-@dataclass(frozen=True)
-class SpectralBound:
-    """Bounds on λ_max of a symmetric PSD Laplacian.
-
-    estimate: largest Lanczos Ritz value (≤ λ_max, usually accurate to many digits);
-    upper: min(gershgorin, (estimate + |β_m|)·safety), a (Zhou–Li style) upper bound — use it for
-    Chebyshev intervals; gershgorin: max_i Σ_j |L_ij|, a rigorous upper bound; products: matrix-vector
-    products spent.
-    """
-
-    estimate: float
-    upper: float
-    gershgorin: float
-    products: int = 0
-
-    @property
-    def explicit_step_limit(self) -> float:
-        """Largest stable explicit-Euler step τ for x ← x − τLx: 2/λ_max (from the estimate)."""
-        return 2.0 / self.estimate if self.estimate > 0 else math.inf
-
-
-def spectral_bound(l_mat: Tensor, n_iter: int = 40, safety: float = 1.01, seed: int = 0) -> SpectralBound:
-    """Estimate and bound λ_max(L) for symmetric L by Lanczos (full reorthogonalisation, float64).
-
-    Runs `n_iter` Lanczos steps from a seeded random vector; the upper bound is θ_max + |β_m| times
-    `safety`, capped by the Gershgorin bound max_i Σ_j |L_ij|.
-    """
-    _check_int(n_iter, "n_iter", 1)
-    if not safety >= 1.0:
-        raise ConfigError(f"safety must be ≥ 1, got {safety!r}")
-    with torch.no_grad():
-        row, col, val, n = _coo(l_mat.detach())
-        val = val.to(torch.float64)
-        if not torch.isfinite(val).all():
-            raise DataError("L has non-finite entries; rebuild the Laplacian from finite weights")
-        lm = torch.sparse_coo_tensor(torch.stack([row, col]), val, (n, n), check_invariants=False)
-        if not is_symmetric(lm, atol=1e-8):
-            raise DataError(
-                "spectral_bound needs a symmetric L; for the random-walk Laplacian I − D⁻¹A use the "
-                "symmetric normalised one (kind='sym'), which has the same spectrum"
-            )
-        gersh = float(val.new_zeros(n).index_add(0, row, val.abs()).max()) if val.numel() else 0.0
-        m = min(n_iter, n)
-        gen = torch.Generator(device="cpu").manual_seed(seed)
-        q = torch.randn(n, 1, generator=gen, dtype=torch.float64).to(val.device)
-        q = q / q.norm()
-        basis, alphas, betas = [q], [], []
-        for _ in range(m):
-            w = torch.sparse.mm(lm, basis[-1])
-            alphas.append(float((w * basis[-1]).sum()))
-            vb = torch.cat(basis, dim=1)
-            w = w - vb @ (vb.T @ w)
-            w = w - vb @ (vb.T @ w)
-            beta = float(w.norm())
-            betas.append(beta)
-            if beta <= 1e-12 * max(1.0, abs(alphas[-1])):
-                break
-            basis.append(w / beta)
-        j = len(alphas)
-        t = torch.diag(torch.tensor(alphas, dtype=torch.float64))
-        if j > 1:
-            off = torch.tensor(betas[: j - 1], dtype=torch.float64)
-            t = t + torch.diag(off, 1) + torch.diag(off, -1)
-        est = float(torch.linalg.eigvalsh(t)[-1])
-    upper = min(gersh, (est + abs(betas[j - 1])) * safety)
-    return SpectralBound(estimate=est, upper=max(upper, est), gershgorin=gersh, products=j)

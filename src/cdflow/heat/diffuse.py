@@ -1,0 +1,49 @@
+"""`diffuse`: advance dx/dt = −γ L x over a time h with an integrator chosen by name."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from torch import Tensor
+
+from cdflow.errors import ConfigError
+from cdflow.graph.laplacian import Laplacian
+from cdflow.heat.chebyshev import expm_action_chebyshev
+from cdflow.heat.checks import as_time, check_steps
+from cdflow.heat.explicit import explicit_diffusion
+from cdflow.heat.implicit import implicit_euler_diffusion
+from cdflow.heat.krylov import expm_action_krylov
+from cdflow.heat.stats import DiffusionStats
+
+DiffusionMethod = Literal["krylov", "chebyshev", "implicit", "explicit"]
+DIFFUSION_METHODS: tuple[str, ...] = ("krylov", "chebyshev", "implicit", "explicit")
+
+
+def diffuse(
+    x: Tensor,
+    l_mat: Laplacian | Tensor,
+    gamma: float | Tensor,
+    h: float | Tensor,
+    method: DiffusionMethod = "krylov",
+    **kwargs: object,
+) -> tuple[Tensor, DiffusionStats]:
+    """Advance dx/dt = −γ L x over a time h: x ← exp(−γhL) x (or its explicit/implicit Euler
+    approximation with `n_steps` substeps of γh/n_steps). kwargs go to the chosen integrator."""
+    if method not in DIFFUSION_METHODS:
+        raise ConfigError(
+            f"unknown diffusion method {method!r}; valid methods: {', '.join(DIFFUSION_METHODS)}"
+        )
+    as_time(gamma, "gamma")
+    as_time(h, "h")
+    if isinstance(x, Tensor) and x.ndim == 3:  # a member stack [N, K, C]: every column diffuses alike
+        y, stats = diffuse(x.reshape(x.shape[0], -1), l_mat, gamma, h, method, **kwargs)
+        return y.view(x.shape), stats
+    t = gamma * h
+    if method == "krylov":
+        return expm_action_krylov(l_mat, x, t, **kwargs)  # type: ignore[arg-type]
+    if method == "chebyshev":
+        return expm_action_chebyshev(l_mat, x, t, **kwargs)  # type: ignore[arg-type]
+    n_steps = check_steps(kwargs.pop("n_steps", 1))
+    if method == "implicit":
+        return implicit_euler_diffusion(x, l_mat, t / n_steps, n_steps, **kwargs)  # type: ignore[arg-type]
+    return explicit_diffusion(x, l_mat, t / n_steps, n_steps, **kwargs)  # type: ignore[arg-type]

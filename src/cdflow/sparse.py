@@ -1,0 +1,223 @@
+"""`SparseMatrix`: cdflow's one sparse format, for bag-of-words features and graph operators alike.
+
+A fixed sparse [N, F] matrix A stored by rows twice (the rows of A and of Aᵀ), so that both
+
+    Y = A W    (forward: a bag sum over the non-zeros of each row of A)
+    W̄ = Aᵀ Ȳ   (backward: the same bag sum over the rows of Aᵀ)
+
+cost O(nnz·M) with torch's embedding-bag kernel, and all-zero rows (or columns) give zero rows. On CPU
+this beats torch's CSR and COO products at every width used here (7 to 1,433 columns). The values may
+carry autograd (a kNN graph with differentiable weights): then Ā_e = ⟨Ȳ_row(e), W_col(e)⟩.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from cdflow.errors import DataError
+
+__all__ = ["SparseMatrix"]
+
+
+@dataclass(frozen=True, eq=False)
+class SparseMatrix:
+    """An immutable sparse [n_rows, n_cols] matrix (see the module docstring).
+
+    rows: offsets [n_rows] and column ids / values of the non-zeros in row order; t_*: the same for Aᵀ;
+    perm: for each non-zero in Aᵀ's order, its position in A's order (t_vals = vals[perm]).
+    Build with `from_tensor` (dense or torch sparse) or `from_coo`; never mutate the tensors.
+    """
+
+    n_rows: int
+    n_cols: int
+    offsets: Tensor
+    cols: Tensor
+    vals: Tensor
+    t_offsets: Tensor
+    t_cols: Tensor
+    perm: Tensor
+    _memo: dict = field(default_factory=dict, repr=False, compare=False)
+
+    # -- construction ---------------------------------------------------------------------------------
+    @classmethod
+    def from_tensor(cls, x: Tensor) -> SparseMatrix:
+        """From a dense or torch sparse (COO/CSR) [N, F] tensor; the values keep their autograd."""
+        if not isinstance(x, Tensor) or x.ndim != 2:
+            shape = tuple(x.shape) if isinstance(x, Tensor) else type(x).__name__
+            raise DataError(f"a sparse matrix must be 2-D [N, F], got {shape}")
+        if x.layout == torch.strided:
+            x = x.to_sparse()
+        elif x.layout != torch.sparse_coo:
+            x = x.to_sparse_coo()
+        coo = x.coalesce()
+        row, col = coo.indices()
+        return cls.from_coo(row, col, coo.values(), (x.shape[0], x.shape[1]))
+
+    @classmethod
+    def from_coo(cls, row: Tensor, col: Tensor, val: Tensor, shape: tuple[int, int]) -> SparseMatrix:
+        """From (row, col, value) triplets without duplicates (duplicates would be summed by products)."""
+        n, f = int(shape[0]), int(shape[1])
+        row, col = row.to(torch.int64), col.to(torch.int64)
+        if row.numel() and (int(row.min()) < 0 or int(row.max()) >= n or int(col.min()) < 0 or int(col.max()) >= f):
+            raise DataError(f"sparse entries lie outside the {n}×{f} shape; check the indices")
+        by_row = torch.argsort(row * f + col)
+        by_col = torch.argsort(col[by_row] * n + row[by_row], stable=True)
+        counts = torch.bincount(row, minlength=n)
+        t_counts = torch.bincount(col, minlength=f)
+        return cls(
+            n, f,
+            offsets=torch.cumsum(counts, 0) - counts, cols=col[by_row], vals=val[by_row],
+            t_offsets=torch.cumsum(t_counts, 0) - t_counts, t_cols=row[by_row][by_col], perm=by_col,
+        )
+
+    # -- properties -----------------------------------------------------------------------------------
+    @property
+    def shape(self) -> tuple[int, int]:
+        return (self.n_rows, self.n_cols)
+
+    @property
+    def nnz(self) -> int:
+        return int(self.cols.numel())
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return self.vals.dtype
+
+    @property
+    def device(self) -> torch.device:
+        return self.vals.device
+
+    @property
+    def requires_grad(self) -> bool:
+        return self.vals.requires_grad
+
+    def row_ids(self) -> Tensor:
+        """The row of every stored non-zero (in storage order)."""
+        if "row_ids" not in self._memo:
+            counts = torch.diff(self.offsets, append=torch.tensor([self.nnz], device=self.offsets.device))
+            self._memo["row_ids"] = torch.repeat_interleave(
+                torch.arange(self.n_rows, device=self.offsets.device), counts
+            )
+        return self._memo["row_ids"]
+
+    def row_sums(self) -> Tensor:
+        """A·1 [n_rows]."""
+        return self.vals.new_zeros(self.n_rows).index_add(0, self.row_ids(), self.vals)
+
+    def diagonal(self) -> Tensor:
+        """diag(A) [min(n_rows, n_cols)]."""
+        rows = self.row_ids()
+        on = rows == self.cols
+        out = self.vals.new_zeros(min(self.n_rows, self.n_cols))
+        return out.index_add(0, rows[on], self.vals[on])
+
+    # -- conversion -----------------------------------------------------------------------------------
+    def to_dense(self) -> Tensor:
+        out = self.vals.new_zeros(self.n_rows, self.n_cols)
+        return out.index_put((self.row_ids(), self.cols), self.vals, accumulate=True)
+
+    def to_torch(self) -> Tensor:
+        """A as a coalesced torch sparse COO tensor (values keep their autograd)."""
+        idx = torch.stack([self.row_ids(), self.cols])
+        return torch.sparse_coo_tensor(idx, self.vals, self.shape, is_coalesced=False,
+                                       check_invariants=False).coalesce()
+
+    def with_values(self, vals: Tensor) -> SparseMatrix:
+        """The same pattern with new values (in storage order), e.g. another dtype."""
+        if vals.shape != self.vals.shape:
+            raise DataError(f"expected {self.nnz} values, got {tuple(vals.shape)}")
+        return SparseMatrix(self.n_rows, self.n_cols, self.offsets, self.cols, vals, self.t_offsets,
+                            self.t_cols, self.perm)
+
+    def to(self, *args, **kwargs) -> SparseMatrix:
+        """Move (and/or cast the values), as `Tensor.to`; indices keep int64. Lightning moves batches by it."""
+        vals = self.vals.to(*args, **kwargs)
+        dev = vals.device
+        if dev == self.device and vals.dtype == self.dtype:
+            return self
+        return SparseMatrix(self.n_rows, self.n_cols, self.offsets.to(dev), self.cols.to(dev), vals,
+                            self.t_offsets.to(dev), self.t_cols.to(dev), self.perm.to(dev))
+
+    def transpose(self) -> SparseMatrix:
+        """Aᵀ (shares storage)."""
+        inv = torch.empty_like(self.perm)
+        inv[self.perm] = torch.arange(self.nnz, device=self.perm.device)
+        return SparseMatrix(self.n_cols, self.n_rows, self.t_offsets, self.t_cols, self.vals[self.perm],
+                            self.offsets, self.cols, inv)
+
+    # -- products -------------------------------------------------------------------------------------
+    def mm(self, w: Tensor) -> Tensor:
+        """A W for W [F, M] → [N, M], differentiable w.r.t. W (W̄ = Aᵀ Ȳ) and, if they require grad, the
+        values."""
+        if w.ndim != 2 or w.shape[0] != self.n_cols:
+            raise DataError(f"A is [{self.n_rows}, {self.n_cols}] but the operand has shape {tuple(w.shape)}")
+        vals = self.vals if self.vals.dtype == w.dtype else self.vals.to(w.dtype)
+        return _BagMM.apply(w, vals, self)
+
+    def __matmul__(self, w: Tensor) -> Tensor:
+        """A @ W over the first axis of W: [F] → [N], [F, M] → [N, M], [F, K, M] → [N, K, M]."""
+        if w.ndim == 1:
+            return self.mm(w[:, None])[:, 0]
+        return self.mm(w.reshape(w.shape[0], -1)).view(self.n_rows, *w.shape[1:])
+
+    def mm_stacked(self, w: Tensor) -> Tensor:
+        """A W_k for every member: W [K, F, H] → [N, K, H] (one bag sum over the wide [F, K·H] weight)."""
+        k, f, h = w.shape
+        return self.mm(w.permute(1, 0, 2).reshape(f, k * h)).view(self.n_rows, k, h)
+
+    def mm_stacked_dropout(self, w: Tensor, p: float, training: bool = True) -> Tensor:
+        """dropout_k(A) W_k for every member, with an independent dropout mask on A's non-zeros per member:
+        [K, F, H] → [N, K, H]. Dropped entries are zeroed, kept ones scaled by 1/(1−p)."""
+        from cdflow.models.layers import keep_mask  # the one dropout-mask generator
+
+        if not training or p == 0.0:
+            return self.mm_stacked(w)
+        k, f, h = w.shape
+        struct = self._expanded(k)
+        keep = keep_mask((k, self.nnz), p)
+        flat = (self.vals.detach().to(w.dtype)[None, :] * keep * (1.0 / (1.0 - p))).reshape(-1)
+        out = _BagMM.apply(w.reshape(k * f, h), flat[struct.vals], struct)
+        return out.view(self.n_rows, k, h)
+
+    def _expanded(self, k: int) -> SparseMatrix:
+        """The [N·K, K·F] block structure of [A, …, A] (row n·K + k holds row n's non-zeros in columns
+        f + k·F). Its int64 values are, for each stored entry, its flat (k, entry) index, so that per-member
+        values [K, nnz] are put in storage order by one gather. Memoised per K on this object."""
+        key = ("expanded", k)
+        if key not in self._memo:
+            row = self.row_ids()
+            kk = torch.arange(k, device=row.device)[:, None].expand(k, self.nnz)
+            rows = (row[None, :] * k + kk).reshape(-1)
+            cols = (self.cols[None, :] + kk * self.n_cols).reshape(-1)
+            flat = torch.arange(k * self.nnz, device=row.device)
+            self._memo[key] = SparseMatrix.from_coo(rows, cols, flat, (self.n_rows * k, self.n_cols * k))
+        return self._memo[key]
+
+
+class _BagMM(torch.autograd.Function):
+    """Y = A W by bag sums over A's rows; W̄ = Aᵀ Ȳ by bag sums over Aᵀ's rows; Ā_e = ⟨Ȳ_r, W_c⟩."""
+
+    @staticmethod
+    def forward(ctx, w, vals, a):  # type: ignore[override]
+        ctx.a = a
+        ctx.save_for_backward(w if vals.requires_grad else None, vals)
+        # detached: a weight that requires grad sends torch to its training kernel (offset2bag and bag
+        # sizes for its own backward, which we never use), 3-5× slower than the forward-only kernel
+        return F.embedding_bag(a.cols, w.detach(), a.offsets, mode="sum", per_sample_weights=vals.detach())
+
+    @staticmethod
+    def backward(ctx, grad):  # type: ignore[override]
+        w, vals = ctx.saved_tensors
+        a = ctx.a
+        grad = grad.contiguous()
+        gw = gv = None
+        if ctx.needs_input_grad[0]:
+            t_vals = vals.detach()[a.perm]
+            gw = F.embedding_bag(a.t_cols, grad, a.t_offsets, mode="sum", per_sample_weights=t_vals)
+        if ctx.needs_input_grad[1]:
+            gv = (grad[a.row_ids()] * w.detach()[a.cols]).sum(-1)
+        return gw, gv, None
