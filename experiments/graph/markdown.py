@@ -67,7 +67,7 @@ def markdown(payload: dict[str, Any]) -> str:
         "net); Â itself for GCN / APPNP / SGC.",
         f"* COIN: h = x + ReLU(W₁x + b₁) (W₁ is F×F), u⁰ = softmax(W₂h + b₂), no dropout; explicit: "
         "u ← u − τLu n times (the authors'); split: u(T) = exp(−nτL)u⁰ by Krylov "
-        "(`cdflow.splitting.diffuse`), same total time; loss NLL of log max(u, 1e-8). "
+        "(`cdflow.heat.diffuse`), same total time; loss NLL of log max(u, 1e-8). "
         f"Settings used: {coin}.",
         "* Continuous convection–diffusion net: h(0) = dropout(ReLU(dropout(x) W_in)), "
         "dh/dt = W₂ tanh(W₁h + b₁) + b₂ − γLh "

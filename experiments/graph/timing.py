@@ -17,7 +17,7 @@ import torch
 
 from cdflow.models.batched import member_generators
 from experiments.common import RESULTS
-from experiments.graph.alloc import keep_freed_memory
+from cdflow.training.alloc import keep_freed_memory
 from experiments.graph.configs import COIN_CORA, Training, model_specs
 from experiments.graph.train import fit_members
 from experiments.graph.units import task

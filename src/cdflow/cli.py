@@ -22,6 +22,7 @@ A ready network replaces the default one with ``--model.model <class path> --mod
 
 from __future__ import annotations
 
+import os
 import sys
 import time
 import warnings
@@ -35,6 +36,7 @@ from lightning.pytorch.cli import ArgsType, LightningArgumentParser, LightningCL
 from lightning.pytorch.plugins.io import CheckpointIO
 
 from cdflow.errors import CdflowError
+from cdflow.training.alloc import keep_freed_memory
 from cdflow.training.atomic_checkpoint import AtomicCheckpointIO
 from cdflow.training.callbacks import CompactRichProgressBar, ConfigToLoggers
 from cdflow.training.last_checkpoint import LastCheckpoint
@@ -183,9 +185,12 @@ class CdflowCLI(LightningCLI):
         ckpt = getattr(best, "best_model_path", "") or None
         if ckpt is not None and not Path(ckpt).is_file():
             ckpt = None
+        if getattr(self.model, "restored_best", False):  # MemberEarlyStopping put each member's best weights back
+            ckpt = None
         self.test_results = trainer.test(self.model, datamodule=self.datamodule, ckpt_path=ckpt)
         if trainer.is_global_zero:  # the summary is rank-local (no collectives)
-            print(run_summary(trainer, self.test_results, ckpt, fit_seconds))
+            print(run_summary(trainer, self.test_results, ckpt, fit_seconds,
+                              restored_best=getattr(self.model, "restored_best", False)))
 
 
 def run_cli(args: ArgsType = None) -> CdflowCLI:
@@ -207,6 +212,8 @@ def main() -> None:
     """Entry point of the ``cdflow`` console script."""
     # An upstream deprecation inside Lightning's pytree helpers, printed on every run with torch ≥ 2.10.
     warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\).*")
+    if os.environ.get("CDFLOW_KEEP_FREED_MEMORY", "1") != "0":
+        keep_freed_memory()  # tensors freed every epoch are reused, not page-faulted back in (see alloc.py)
     run_cli()
 
 

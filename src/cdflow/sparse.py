@@ -12,8 +12,6 @@ carry autograd (a kNN graph with differentiable weights): then Ā_e = ⟨Ȳ_row(
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-
 import torch
 import torch.nn.functional as F
 from torch import Tensor
@@ -23,7 +21,6 @@ from cdflow.errors import DataError
 __all__ = ["SparseMatrix"]
 
 
-@dataclass(frozen=True, eq=False)
 class SparseMatrix:
     """An immutable sparse [n_rows, n_cols] matrix (see the module docstring).
 
@@ -32,15 +29,17 @@ class SparseMatrix:
     Build with `from_tensor` (dense or torch sparse) or `from_coo`; never mutate the tensors.
     """
 
-    n_rows: int
-    n_cols: int
-    offsets: Tensor
-    cols: Tensor
-    vals: Tensor
-    t_offsets: Tensor
-    t_cols: Tensor
-    perm: Tensor
-    _memo: dict = field(default_factory=dict, repr=False, compare=False)
+    __slots__ = ("n_rows", "n_cols", "offsets", "cols", "vals", "t_offsets", "t_cols", "perm", "_memo")
+
+    def __init__(self, n_rows: int, n_cols: int, offsets: Tensor, cols: Tensor, vals: Tensor, t_offsets: Tensor,
+                 t_cols: Tensor, perm: Tensor) -> None:
+        # a plain class, not a dataclass: Lightning's batch transfer would recurse into a dataclass's fields
+        self.n_rows, self.n_cols, self.offsets, self.cols, self.vals = int(n_rows), int(n_cols), offsets, cols, vals
+        self.t_offsets, self.t_cols, self.perm = t_offsets, t_cols, perm
+        self._memo: dict = {}
+
+    def __repr__(self) -> str:
+        return f"SparseMatrix({self.n_rows}×{self.n_cols}, nnz={self.nnz}, dtype={self.dtype})"
 
     # -- construction ---------------------------------------------------------------------------------
     @classmethod

@@ -40,7 +40,9 @@ class GraphDiffusion(Term):
     The Laplacian can be replaced per batch with `set_laplacian` (mini-batch kNN graphs).
     """
 
-    def __init__(self, laplacian: Laplacian | Tensor | None = None, gamma: float = 1.0, learnable: bool = False) -> None:
+    def __init__(
+        self, laplacian: Laplacian | Tensor | None = None, gamma: float = 1.0, learnable: bool = False
+    ) -> None:
         super().__init__()
         if gamma < 0:
             raise ConfigError(f"diffusion coefficient gamma must be ≥ 0, got {gamma}")

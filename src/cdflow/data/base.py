@@ -3,7 +3,8 @@
 * Inductive mini-batches: each batch is a tuple ``(x, y)``.
 * Transductive full batch: each of the train / val / test / predict loaders yields exactly one batch per
   epoch, the same dict ``{"x": [N, F], "y": [N], "train_mask", "val_mask", "test_mask", "edge_index":
-  [2, E] or None}``; the LightningModule picks the mask of its stage.
+  [2, E] or None, "graph": cdflow.graph.Graph}``; the LightningModule picks the mask of its stage. Graph
+  modules hand x as a `cdflow.sparse.SparseMatrix` (bag-of-words features, for the sparse kernels).
 
 Every module sets ``num_features``, ``input_shape`` and ``num_classes`` in ``__init__`` (before setup).
 """
@@ -17,6 +18,8 @@ from torch.utils.data import DataLoader, Dataset, TensorDataset
 from cdflow.data.resumable import EpochShuffleSampler, ResumableLoader
 from cdflow.data.splits import SplitData
 from cdflow.data.validate import check_finite, check_labels, check_transductive_batch
+from cdflow.graph import Graph
+from cdflow.sparse import SparseMatrix
 
 Batch = dict[str, torch.Tensor | None]
 BATCH_KEYS = ("x", "y", "train_mask", "val_mask", "test_mask", "edge_index")
@@ -99,9 +102,16 @@ class CdflowDataModule(L.LightningDataModule):
         self.batch: Batch | None = None
         self.datasets: dict[str, Dataset] = {}
 
-    def set_batch(self, batch: Batch) -> None:
-        """Validate and store the full-batch dict."""
+    def set_batch(self, batch: Batch, sparse_features: bool = False) -> None:
+        """Validate and store the full-batch dict, adding ``"graph"``: the `cdflow.graph.Graph` of its edges (if
+        any) and its fixed features, from which models get their Laplacian, built once for the whole run.
+        With `sparse_features`, x is handed to models as a `cdflow.sparse.SparseMatrix` (bag-of-words)."""
         check_transductive_batch(batch, self.num_classes, source=type(self).__name__)
+        x = batch["x"]
+        if sparse_features:
+            x = SparseMatrix.from_tensor(x)
+        batch = {**batch, "x": x}
+        batch["graph"] = Graph(batch.get("edge_index"), int(x.shape[0]), x=x, name=type(self).__name__)
         self.batch = batch
 
     def _loader(self, split: str) -> DataLoader:

@@ -42,6 +42,8 @@ class GraphDataModule(CdflowDataModule):
         train_per_class, val_per_class: sizes of the random split.
         verify: check file checksums.
         download: fetch missing files from their origin.
+        sparse_features: hand the bag-of-words features to the model as a `cdflow.sparse.SparseMatrix` (the
+            sparse kernels of COIN / Diff-ResNet; networks that take dense input get x densified).
     """
 
     def __init__(
@@ -54,6 +56,7 @@ class GraphDataModule(CdflowDataModule):
         val_per_class: int = 30,
         verify: bool = True,
         download: bool = True,
+        sparse_features: bool = True,
     ) -> None:
         if name not in GRAPH_META:
             raise ConfigError(f"Unknown graph {name!r}; choose one of {sorted(GRAPH_META)}.")
@@ -96,7 +99,8 @@ class GraphDataModule(CdflowDataModule):
                 "val_mask": torch.from_numpy(val),
                 "test_mask": torch.from_numpy(test),
                 "edge_index": data.edge_index,
-            }
+            },
+            sparse_features=hp.sparse_features,
         )
 
 

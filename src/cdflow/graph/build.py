@@ -20,7 +20,6 @@ exp(−tL) leaves it unchanged), and P has an all-zero row there.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
 from typing import Literal
 
 import torch

@@ -21,7 +21,6 @@ from torch import Tensor
 
 from cdflow.errors import ConfigError, DataError
 from cdflow.graph.build import (
-    LAPLACIAN_KINDS,
     LaplacianKind,
     is_symmetric,
     knn_gaussian_graph,
@@ -75,6 +74,9 @@ class Laplacian:
             object.__setattr__(self, name, value)
 
     def __setattr__(self, name: str, value: object) -> None:
+        raise AttributeError("a Laplacian is immutable: build a new one for a new graph")
+
+    def __delattr__(self, name: str) -> None:
         raise AttributeError("a Laplacian is immutable: build a new one for a new graph")
 
     # -- construction ---------------------------------------------------------------------------------

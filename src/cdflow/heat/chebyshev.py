@@ -64,7 +64,8 @@ def expm_action_chebyshev(
     T_k(S)x by the three-term recurrence (one product per degree). The degree is `degree`, or the
     smallest with coefficient tail ≤ tol (relative, default 1e-10 float64 / 1e-5 otherwise).
     b must bound λ_max from above (default `L.spectral_bound().upper`, computed once per Laplacian, its Lanczos
-    products counted in the stats of the call that computed it); eigenvalues above b make T_k grow. Autograd stores the degree's T_k x (memory O(K·N·C)).
+    products counted in the stats of the call that computed it); eigenvalues above b make T_k grow.
+    Autograd stores the degree's T_k x (memory O(K·N·C)).
     Differentiable w.r.t. x, t (Bessel derivative) and L's values.
     """
     x2, was_1d, l_mat = prepare(x, l_mat)

@@ -85,6 +85,11 @@ class _DropoutDiffusion(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx, grad):  # type: ignore[override]
+        if ctx.masks is None:  # freed by the first backward: torch.empty_like below would return garbage
+            raise RuntimeError(
+                "Trying to backward through the dropout diffusion a second time: its masks were freed after the "
+                "first backward (retain_graph does not keep them); run the forward pass again"
+            )
         out = torch.empty_like(grad)
         lap_t = ctx.lap.T
         for b, block_masks in enumerate(ctx.masks):
@@ -93,5 +98,5 @@ class _DropoutDiffusion(torch.autograd.Function):
             for m in reversed(block_masks):
                 g = _step(g, lap_t, ctx.tau).mul_(m).mul_(ctx.scale)
             out[:, cols] = g
-        ctx.masks = []
+        ctx.masks = None
         return out, None, None, None, None, None

@@ -49,6 +49,12 @@ def _propagate(adj: SparseMatrix, h: Tensor) -> Tensor:
 class _Members(nn.Module):
     """Shared `reset_parameters(gens)` over the MemberLinear layers of a model."""
 
+    sparse_input = True  # takes x as a cdflow.sparse.SparseMatrix
+
+    @property
+    def members(self) -> int:
+        return self.k
+
     def reset_parameters(self, gens: Sequence[torch.Generator]) -> None:
         for layer in self.modules():
             if isinstance(layer, MemberLinear):

@@ -11,18 +11,18 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-from cdflow.models.diffusion_spec import DiffusionSpec
 from cdflow.errors import ConfigError
 from cdflow.graph import Laplacian
+from cdflow.heat import DiffusionStats, split_solve
+from cdflow.models.diffusion_spec import DiffusionSpec
 from cdflow.models.graph_source import GraphInput, GraphSpec, gather_rows, resolve_graph
 from cdflow.noise import NoiseDiffusion
 from cdflow.sde import check_sde, derive_seed, mean_field_spec, sample_paths, solve_sde
 from cdflow.solve import solve
 from cdflow.solvers import SolverSpec
-from cdflow.heat import DiffusionStats, split_solve
+from cdflow.sparse import SparseMatrix
 from cdflow.stats import SolveStats
 from cdflow.terms import Convection, Drift, GraphDiffusion
-from cdflow.sparse import SparseMatrix
 from cdflow.velocity import MLPVelocity, make_activation
 
 
@@ -32,6 +32,8 @@ class ConvectionDiffusionNet(nn.Module):
     After each call `self.stats` holds the convection solve's `SolveStats` (summed over the split's
     sub-solves) and `self.diffusion_stats` the Laplacian products of explicit/split diffusion.
     """
+
+    sparse_input = True  # takes x as a cdflow.sparse.SparseMatrix
 
     def __init__(
         self,

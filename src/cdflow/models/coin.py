@@ -50,7 +50,7 @@ def check_members(members: int) -> int:
 
 
 class COIN(nn.Module):
-    """Returns log max(u(T), ε), the clamped log-probabilities (use NLL or cross-entropy on them).
+    """Returns log max(u(T), ε), the clamped log-probabilities (train with NLL on them: `output`).
 
     Parameters of the F-wide network (hidden=None): w1 [K, n_chunks, F, chunk] (W₁ᵀ, columns zero-padded to
     n_chunks·chunk; the padding stays zero in training since its gradient is zero), b1 [K, P], w2t [K, C, P]
@@ -60,6 +60,9 @@ class COIN(nn.Module):
     `diffusion_stats` the Laplacian products. `active` (member indices, or None for all) restricts the
     wide hidden layer to those members: a trainer sets it to the members still training.
     """
+
+    output = "log_probs"  # what forward returns: cdflow's trainers use NLL, not cross-entropy, on it
+    sparse_input = True  # takes x as a cdflow.sparse.SparseMatrix
 
     def __init__(
         self,
@@ -79,8 +82,10 @@ class COIN(nn.Module):
         chunk: int = 128,
         recompute: bool = False,
     ) -> None:
+        init_kwargs = {k: v for k, v in locals().items() if k not in ("self", "__class__")}
         super().__init__()
         check_integrator("COIN", integrator, method)
+        self.init_kwargs = init_kwargs  # to rebuild with another number of members
         self.members = check_members(members)
         for name, p in (("dropout", dropout), ("diffusion_dropout", diffusion_dropout)):
             if not 0.0 <= p < 1.0:

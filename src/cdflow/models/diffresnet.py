@@ -31,6 +31,8 @@ class DiffResNet(nn.Module):
     """Returns log-softmax scores. Parameters of the F-wide network: w1 [K, F, F] (W₁ᵀ), b1 [K, F],
     w2 [K, F, C] (W₂ᵀ), b2 [K, C]; nn.Linear's initialisation, member k from a generator seeded seed + k."""
 
+    sparse_input = True  # takes x as a cdflow.sparse.SparseMatrix
+
     def __init__(
         self,
         in_features: int,
@@ -46,8 +48,10 @@ class DiffResNet(nn.Module):
         graph: GraphSpec | None = None,
         seed: int = 0,
     ) -> None:
+        init_kwargs = {k: v for k, v in locals().items() if k not in ("self", "__class__")}
         super().__init__()
         check_integrator("DiffResNet", integrator, method)
+        self.init_kwargs = init_kwargs  # to rebuild with another number of members
         self.members = check_members(members)
         for name, p in (("dropout", dropout), ("input_dropout", input_dropout)):
             if not 0.0 <= p < 1.0:

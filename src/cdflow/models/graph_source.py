@@ -61,7 +61,7 @@ class GraphSpec:
             )
 
 
-GraphInput = Union[Laplacian, Graph, Tensor, None]
+GraphInput = Union[Laplacian, Graph, Tensor, None]  # noqa: UP007 — a runtime alias (Python 3.10)
 
 
 def resolve_graph(spec: GraphSpec, x: Tensor | SparseMatrix, graph: GraphInput, dtype: torch.dtype) -> Laplacian:

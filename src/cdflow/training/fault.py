@@ -50,9 +50,18 @@ def describe_stats(stats: SolveStats | None) -> str:
 
 
 def nonfinite_grads(module: nn.Module) -> list[str]:
-    """Names of the parameters whose gradient holds NaN or Inf."""
-    return [name for name, p in module.named_parameters()
-            if p.grad is not None and not bool(torch.isfinite(p.grad).all())]
+    """Names of the parameters whose gradient holds NaN or Inf.
+
+    One fused check first: the squared norms of all gradients (torch._foreach_norm) are finite unless a
+    gradient holds NaN/Inf — or is so large that its norm overflows, which the exact per-tensor check below
+    then tells apart. Only then is every gradient scanned."""
+    named = [(name, p.grad) for name, p in module.named_parameters() if p.grad is not None]
+    if not named:
+        return []
+    norms = torch._foreach_norm([g for _, g in named])
+    if bool(torch.isfinite(torch.stack([n.float() for n in norms])).all()):
+        return []
+    return [name for name, g in named if not bool(torch.isfinite(g).all())]
 
 
 def latest_checkpoint(trainer: Any) -> str | None:

@@ -24,16 +24,23 @@ class LastCheckpoint(ModelCheckpoint):
         dirpath: checkpoint folder (default: Lightning's, ``<default_root_dir>/checkpoints``).
         every_n_train_steps: also save every this many optimizer steps (0: epoch ends only).
         filename: file name without extension; must start with ``last`` for ``--ckpt_path last`` to find it.
+        every_n_epochs: save at every this many epoch ends (0: only when training ends — for short full-batch
+            epochs, where writing the weights and optimiser state every epoch costs more than the epoch).
     """
 
-    def __init__(self, dirpath: _PATH | None = None, every_n_train_steps: int = 0, filename: str = "last") -> None:
+    def __init__(
+        self, dirpath: _PATH | None = None, every_n_train_steps: int = 0, filename: str = "last",
+        every_n_epochs: int = 1,
+    ) -> None:
         if not filename.startswith(self.CHECKPOINT_NAME_LAST):
             raise ValueError(f"filename must start with {self.CHECKPOINT_NAME_LAST!r} (for --ckpt_path last), "
                              f"got {filename!r}")
         if every_n_train_steps < 0:
             raise ValueError(f"every_n_train_steps must be ≥ 0, got {every_n_train_steps}")
+        if every_n_epochs < 0:
+            raise ValueError(f"every_n_epochs must be ≥ 0, got {every_n_epochs}")
         super().__init__(dirpath=dirpath, filename=filename, monitor=None, save_top_k=1, save_last=False,
-                         every_n_epochs=1, enable_version_counter=False, auto_insert_metric_name=False)
+                         every_n_epochs=every_n_epochs, enable_version_counter=False, auto_insert_metric_name=False)
         self.step_interval = every_n_train_steps
 
     @property

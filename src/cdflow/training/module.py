@@ -11,18 +11,23 @@ import dataclasses
 import inspect
 import math
 import warnings
+from copy import deepcopy
 from typing import Any, Literal
 
 import lightning as L
+import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.optim import Optimizer
 from torchmetrics.classification import MulticlassAccuracy
 
 from cdflow.errors import ConfigError, DataError, SolverError
+from cdflow.graph import Graph
+from cdflow.sparse import SparseMatrix
 from cdflow.models.cdnet import ConvectionDiffusionNet
 from cdflow.models.diffusion_spec import DiffusionSpec
 from cdflow.models.graph_source import GraphSpec
+from cdflow.models.members import Members
 from cdflow.solvers import SolverSpec
 from cdflow.training.distributed import fold_rank
 from cdflow.training.fault import (
@@ -40,6 +45,53 @@ from cdflow.training.resume import restore_rng_state, rng_state
 from cdflow.training.stats import diffusion_products, solve_stats
 
 _MASKS = {"train": "train_mask", "val": "val_mask", "test": "test_mask"}
+
+
+def _member_acc(logits: Tensor, y: Tensor) -> Tensor:
+    """Per-member accuracy [K] of logits [N, K, C] (or [1] for [N, C])."""
+    lg = logits if logits.ndim == 3 else logits[:, None]
+    return (lg.argmax(-1) == y[:, None]).to(torch.float32).mean(0)
+
+
+def _stochastic_parts(net: nn.Module) -> list[str]:
+    """Names of what makes a network's training forward differ from its evaluation (dropout > 0)."""
+    found = []
+    for name, module in net.named_modules():
+        if isinstance(module, nn.Dropout) and module.p > 0:
+            found.append(f"{name or 'net'} (dropout {module.p})")
+        for attr in ("dropout", "input_dropout", "diffusion_dropout"):
+            value = getattr(module, attr, None)
+            if isinstance(value, float) and value > 0:
+                found.append(f"{name or type(module).__name__}.{attr} = {value}")
+    return found
+
+
+def with_members(net: nn.Module, members: int, seed: int = 0) -> nn.Module:
+    """`net` with `members` initialisations: a model with a member axis (COIN, DiffResNet) is rebuilt with
+    ``members=K``; any other network is stacked by `Members` (member 0 is `net`, member k a copy whose
+    layers are re-initialised from seed + k)."""
+    native = getattr(net, "members", None)
+    if isinstance(native, int):
+        if native == members:
+            return net
+        if not hasattr(net, "init_kwargs"):
+            raise ConfigError(f"{type(net).__name__} has {native} members and cannot be rebuilt with {members}")
+        return type(net)(**{**net.init_kwargs, "members": members})
+    if members == 1:
+        return net
+
+    def factory(k: int) -> nn.Module:
+        if k == 0:
+            return net
+        copy = deepcopy(net)
+        with torch.random.fork_rng():
+            torch.manual_seed(seed + k)
+            for module in copy.modules():
+                if module is not copy and hasattr(module, "reset_parameters"):
+                    module.reset_parameters()
+        return copy
+
+    return Members(factory, members)
 
 
 class ContinuousDepthClassifier(L.LightningModule):
@@ -90,6 +142,14 @@ class ContinuousDepthClassifier(L.LightningModule):
             `ConvectionDiffusionNet` that graph and noise diffusion use, here also with diffusion kind
             ``none``, so that the three kinds can be compared on one network).
         model: a ready network replacing the default one.
+        members: K initialisations of the network trained together (``--model.members 20``): COIN and
+            DiffResNet are rebuilt with a member axis (member k seeded ``seed + k`` of the model), any other
+            network is stacked by `cdflow.models.Members`. The loss is Σ_k loss_k over members still training;
+            ``{stage}/acc`` is the members' mean, and the test also logs ``test/acc_std`` and every
+            ``test/acc_memberNN``. With `MemberEarlyStopping` each member stops on its own.
+        validate_on_train_forward: score the validation nodes from the training forward pass (before the
+            update), saving one forward per epoch; exact only for a deterministic network (refused with dropout).
+            Transductive full batches only; set ``trainer.limit_val_batches: 0`` with it.
     """
 
     def __init__(
@@ -114,12 +174,14 @@ class ContinuousDepthClassifier(L.LightningModule):
         lr_gamma: float = 0.1,
         label_smoothing: float = 0.0,
         diffusion: DiffusionSpec = DiffusionSpec(),  # noqa: B008 — config value, copied below
-        graph: GraphSpec = GraphSpec(source="knn"),  # noqa: B008 — config value, copied below
+        graph: GraphSpec = GraphSpec(),  # noqa: B008 — config value, copied below
         seed: int = 0,
         on_failure: FailureMode = "stop",
         max_consecutive_skips: int = 20,
         network: Literal["default", "cdnet"] = "default",
         model: nn.Module | None = None,
+        members: int = 1,
+        validate_on_train_forward: bool = False,
     ) -> None:
         super().__init__()
         spec = SolverSpec(**solver) if isinstance(solver, dict) else dataclasses.replace(solver)
@@ -151,8 +213,29 @@ class ContinuousDepthClassifier(L.LightningModule):
         }
         self.label_smoothing = label_smoothing
         self.guard = FailureGuard(on_failure, max_consecutive_skips)
-        self.net = model if model is not None else self.build_model()
-        self._wants_edges = "edge_index" in inspect.signature(self.net.forward).parameters
+        if isinstance(members, bool) or not isinstance(members, int) or members < 1:
+            raise ConfigError(f"--model.members must be an int ≥ 1 (initialisations trained together), got {members!r}")
+        self.members = members
+        self.validate_on_train_forward = validate_on_train_forward
+        self.net = with_members(model if model is not None else self.build_model(), members, seed)
+        params = inspect.signature(self.net.forward).parameters
+        if isinstance(self.net, Members):
+            params = inspect.signature(self.net.models[0].forward).parameters
+        self._graph_arg = "graph" if "graph" in params else ("edge_index" if "edge_index" in params else None)
+        first = self.net.models[0] if isinstance(self.net, Members) else self.net
+        self._nll = getattr(first, "output", "") == "log_probs"
+        self._sparse_input = bool(getattr(first, "sparse_input", False))
+        self.member_running: Tensor | None = None  # set by MemberEarlyStopping: members still training
+        self.member_scores: dict[str, tuple[Tensor, Tensor]] = {}
+        self.restored_best = False
+        self._graph_reported = False
+        if validate_on_train_forward:
+            noisy = _stochastic_parts(self.net) + (["diffusion.kind noise"] if self.diffusion.kind == "noise" else [])
+            if noisy:
+                raise ConfigError(
+                    "validate_on_train_forward scores validation on the training forward pass, which is exact only "
+                    f"for a deterministic network; this one has {', '.join(noisy)}: set them to 0 or drop the flag"
+                )
         self.train_acc = MulticlassAccuracy(num_classes=self.num_classes, average="micro")
         self.val_acc = MulticlassAccuracy(num_classes=self.num_classes, average="micro")
         self.test_acc = MulticlassAccuracy(num_classes=self.num_classes, average="micro")
@@ -180,17 +263,26 @@ class ContinuousDepthClassifier(L.LightningModule):
         """Give this rank its own noise seed (rank 0 keeps ``seed``; see `fold_rank`)."""
         fold_rank(self.net, self.global_rank)
 
-    def forward(self, x: Tensor, edge_index: Tensor | None = None) -> Tensor:
-        """Logits of every row of `x` (the graph goes to networks whose forward takes ``edge_index``)."""
-        if self._wants_edges:
-            return self.net(x, edge_index=edge_index)
+    def forward(self, x: Tensor, graph: Any = None) -> Tensor:
+        """Logits of every row of `x` ([N, K, C] with K members); the batch's graph goes to networks whose
+        forward takes ``graph`` (a `cdflow.graph.Graph`) or ``edge_index``."""
+        if isinstance(x, SparseMatrix) and not self._sparse_input:
+            x = x.to_dense()
+        if self._graph_arg == "graph":
+            return self.net(x, graph=graph)
+        if self._graph_arg == "edge_index":
+            return self.net(x, edge_index=graph.edge_index if isinstance(graph, Graph) else graph)
         return self.net(x)
+
+    def _batch_graph(self, batch: dict) -> Any:
+        graph = batch.get("graph")
+        return graph if graph is not None else batch.get("edge_index")
 
     # -- steps ------------------------------------------------------------------------------------------
     def _logits_targets(self, batch: Any, stage: str) -> tuple[Tensor, Tensor]:
         """(logits, labels) of the examples this stage scores."""
         if isinstance(batch, dict):
-            logits = self(self._check_shape(batch["x"]), batch.get("edge_index"))
+            logits = self(self._check_shape(batch["x"]), self._batch_graph(batch))
             mask = batch[_MASKS[stage]]
             return logits[mask], batch["y"][mask]
         x, y = batch[0], batch[1]
@@ -222,9 +314,18 @@ class ContinuousDepthClassifier(L.LightningModule):
     def training_step(self, batch: Any, batch_idx: int) -> Tensor | None:
         """Cross-entropy of the batch; ``None`` (no update) when the step failed and ``on_failure='skip'``."""
         failure: str | None = None
+        running = self.member_running
+        if hasattr(self.net, "active"):  # members that stopped early cost nothing
+            self.net.active = None if running is None else running.nonzero().flatten().tolist()
         try:
-            logits, y = self._logits_targets(batch, "train")
-            loss = F.cross_entropy(logits, y, label_smoothing=self.label_smoothing)
+            if self.validate_on_train_forward:
+                logits, y = self._train_and_val(batch)
+            else:
+                logits, y = self._logits_targets(batch, "train")
+            losses = self._member_losses(logits, y, self.label_smoothing)
+            if running is not None:
+                losses = torch.where(running.to(losses.device), losses, torch.zeros_like(losses))
+            loss = losses.sum()
             failure = loss_failure(loss)
         except SolverError as err:
             failure = f"the solve failed ({type(err).__name__}: {err})"
@@ -235,11 +336,44 @@ class ContinuousDepthClassifier(L.LightningModule):
             return None  # on_failure='skip' (with 'stop' the line above raised)
         self.guard.succeeded()
         n = int(y.shape[0])
-        self.train_acc(logits.detach(), y)
+        self._report_graph()
+        if logits.ndim == 2:
+            self.train_acc(logits.detach(), y)
+            self.log("train/acc", self.train_acc, on_step=False, on_epoch=True, batch_size=n)
+        else:
+            self.log("train/acc", _member_acc(logits.detach(), y).mean(), on_step=False, on_epoch=True, batch_size=n)
         self.log("train/loss", loss, prog_bar=True, on_step=True, on_epoch=False, batch_size=n)
-        self.log("train/acc", self.train_acc, on_step=False, on_epoch=True, batch_size=n)
         self._log_forward_stats("train", on_step=True)
         return loss
+
+    def _train_and_val(self, batch: Any) -> tuple[Tensor, Tensor]:
+        """`validate_on_train_forward`: one forward of the full batch gives the training nodes' logits and the
+        validation scores of the weights before this step's update (exact for a deterministic network)."""
+        if not isinstance(batch, dict):
+            raise ConfigError("validate_on_train_forward needs a transductive full batch (a graph data module)")
+        logits = self(self._check_shape(batch["x"]), self._batch_graph(batch))
+        vmask, y = batch["val_mask"], batch["y"]
+        self._score("val", logits.detach()[vmask], y[vmask])
+        return logits[batch["train_mask"]], y[batch["train_mask"]]
+
+    def _member_losses(self, logits: Tensor, y: Tensor, smoothing: float = 0.0) -> Tensor:
+        """Per-member mean loss [K] (K = 1 for [N, C] logits): NLL for networks that return log-probabilities
+        (COIN), else cross-entropy."""
+        lg = logits if logits.ndim == 3 else logits[:, None]
+        target = y[:, None].expand(-1, lg.shape[1])
+        if self._nll:
+            return F.nll_loss(lg.permute(0, 2, 1), target, reduction="none").mean(0)
+        return F.cross_entropy(lg.permute(0, 2, 1), target, reduction="none", label_smoothing=smoothing).mean(0)
+
+    def _report_graph(self) -> None:
+        """Say once which graph the run diffuses over (the model's `last_graph`)."""
+        if self._graph_reported:
+            return
+        self._graph_reported = True
+        net = self.net.models[0] if isinstance(self.net, Members) else self.net
+        desc = next((m.last_graph for m in net.modules() if getattr(m, "last_graph", None)), None)
+        if desc is not None and self.global_rank == 0:
+            print(f"cdflow: diffusing over the {desc}")
 
     # -- failed steps ---------------------------------------------------------------------------------------
     def _world_size(self) -> int:
@@ -293,15 +427,33 @@ class ContinuousDepthClassifier(L.LightningModule):
                      batch_size=1)
 
     def _eval_step(self, batch: Any, stage: str) -> dict[str, Tensor]:
+        if hasattr(self.net, "active"):
+            self.net.active = None
         logits, y = self._logits_targets(batch, stage)
-        loss = F.cross_entropy(logits, y)
-        metric = self.val_acc if stage == "val" else self.test_acc
-        metric(logits, y)
+        self._score(stage, logits, y)
+        self._log_forward_stats(stage, on_step=False)
+        return {"loss": self.member_scores[stage][0].mean(), "preds": logits.argmax(dim=-1), "target": y}
+
+    def _score(self, stage: str, logits: Tensor, y: Tensor) -> None:
+        """Per-member loss and accuracy of a stage (kept in `member_scores` for `MemberEarlyStopping`), logged
+        as their means (and, for the test, each member's accuracy and their spread)."""
+        losses = self._member_losses(logits, y)
+        accs = _member_acc(logits, y)
+        self.member_scores[stage] = (losses.detach(), accs.detach())
+        loss = losses.mean()
         n = int(y.shape[0])
         self.log(f"{stage}/loss", loss, on_step=False, on_epoch=True, batch_size=n, sync_dist=True)
-        self.log(f"{stage}/acc", metric, on_step=False, on_epoch=True, prog_bar=stage == "val", batch_size=n)
-        self._log_forward_stats(stage, on_step=False)
-        return {"loss": loss, "preds": logits.argmax(dim=-1), "target": y}
+        if logits.ndim == 2:
+            metric = self.val_acc if stage == "val" else self.test_acc
+            metric(logits, y)
+            self.log(f"{stage}/acc", metric, on_step=False, on_epoch=True, prog_bar=stage == "val", batch_size=n)
+        else:
+            opts = {"on_step": False, "on_epoch": True, "batch_size": n, "sync_dist": True}
+            self.log(f"{stage}/acc", accs.mean(), prog_bar=stage == "val", **opts)
+            if stage == "test":
+                self.log("test/acc_std", accs.std(), **opts)
+                for k, acc in enumerate(accs):
+                    self.log(f"test/acc_member{k:02d}", acc, **opts)
 
     def validation_step(self, batch: Any, batch_idx: int) -> dict[str, Tensor]:
         return self._eval_step(batch, "val")
@@ -313,7 +465,7 @@ class ContinuousDepthClassifier(L.LightningModule):
     def predict_step(self, batch: Any, batch_idx: int) -> dict[str, Tensor]:
         """Logits and predicted classes of every example (every node of a full batch)."""
         if isinstance(batch, dict):
-            logits = self(batch["x"], batch.get("edge_index"))
+            logits = self(batch["x"], self._batch_graph(batch))
         else:
             logits = self(batch[0] if isinstance(batch, (tuple, list)) else batch)
         return {"logits": logits, "preds": logits.argmax(dim=-1)}

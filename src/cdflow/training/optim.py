@@ -22,10 +22,13 @@ def build_optimizer(
         raise ConfigError(f"lr must be > 0, got {lr}")
     if weight_decay < 0:
         raise ConfigError(f"weight_decay must be ≥ 0, got {weight_decay}")
+    params = list(params)
+    # the fused kernel (one pass over all tensors) is much faster than the per-tensor loop on CPU too
+    fused = all(isinstance(p, torch.Tensor) and p.dtype.is_floating_point for p in params) or None
     if name == "adam":
-        return torch.optim.Adam(params, lr=lr, weight_decay=weight_decay)
+        return torch.optim.Adam(params, lr=lr, weight_decay=weight_decay, fused=fused)
     if name == "adamw":
-        return torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay)
+        return torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay, fused=fused)
     if name == "sgd":
         return torch.optim.SGD(params, lr=lr, momentum=momentum, weight_decay=weight_decay)
     raise ConfigError(f"unknown optimizer {name!r}; valid: adam, adamw, sgd")

@@ -33,6 +33,7 @@ def run_summary(
     test_results: Sequence[Mapping[str, float]] | None,
     tested_ckpt: str | None,
     fit_seconds: float | None = None,
+    restored_best: bool = False,
 ) -> str:
     """A few lines: training time, test metrics (and which weights), checkpoints, logs, config, figures.
 
@@ -45,9 +46,19 @@ def run_summary(
         )
     if test_results:
         metrics = {k: v for r in test_results for k, v in r.items()}
-        shown = ", ".join(f"{k} = {v:.4f}" for k, v in sorted(metrics.items()))
-        weights = f"best checkpoint {_rel(tested_ckpt)}" if tested_ckpt else "final weights"
+        members = {k: v for k, v in metrics.items() if k.startswith("test/acc_member")}
+        shown = ", ".join(f"{k} = {v:.4f}" for k, v in sorted(metrics.items()) if k not in members)
+        if tested_ckpt:
+            weights = f"best checkpoint {_rel(tested_ckpt)}"
+        else:
+            weights = "each member's best weights, restored by MemberEarlyStopping" if restored_best else "final weights"
         lines.append(f"  test:        {shown}  ({weights})")
+        if members:
+            accs = [members[k] for k in sorted(members)]
+            mean = sum(accs) / len(accs)
+            std = (sum((a - mean) ** 2 for a in accs) / max(1, len(accs) - 1)) ** 0.5
+            lines.append(f"  members:     test/acc {100 * mean:.2f} ± {100 * std:.2f} % over {len(accs)} members: "
+                         + " ".join(f"{100 * a:.1f}" for a in accs))
     ckpt = trainer.checkpoint_callback
     dirpath = getattr(ckpt, "dirpath", None)
     if dirpath and Path(dirpath).is_dir():

@@ -12,7 +12,7 @@ SCRIPT = textwrap.dedent(
     """
     import resource, sys
     import torch
-    from experiments.graph.alloc import keep_freed_memory
+    from cdflow.training.alloc import keep_freed_memory
     if sys.argv[1] == "keep":
         assert keep_freed_memory()
 
@@ -45,6 +45,6 @@ def test_freed_tensors_are_reused_without_page_faults():
 
 def test_trim_threshold_fits_mallopts_c_int():
     """ctypes truncates a Python int to the C int without a word: 2³⁶ became 0, the worst threshold."""
-    check = ("import ctypes\nfrom experiments.graph.alloc import TRIM_THRESHOLD as t\n"
+    check = ("import ctypes\nfrom cdflow.training.alloc import TRIM_THRESHOLD as t\n"
              "print(ctypes.c_int(t).value == t > 2**30)")
     assert _python(check) == "True"
