@@ -23,7 +23,8 @@ import torch  # noqa: E402
 from benchmarks.common import Row, device_from_env, machine, results_dir  # noqa: E402
 
 # adjoint_memory runs last: its memory phase switches glibc to mmap-backed allocations (benchmarks.common.exact_rss)
-NAMES = ("overhead", "stiff_diffusion", "graph_scaling", "batched_inits", "hardware", "compile", "adjoint_memory")
+NAMES = ("overhead", "stiff_diffusion", "graph_scaling", "fast_path", "coin_scale", "hardware", "compile",
+         "adjoint_memory")
 
 
 def _graph_scaling(quick: bool, device: torch.device) -> list[Row]:

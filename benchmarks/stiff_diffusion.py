@@ -21,7 +21,7 @@ from benchmarks.common import Row
 from cdflow import GraphDiffusion, SolverError, SolverSpec, solve
 from cdflow.data import load_graph
 from cdflow.graph import laplacian_from_edges
-from cdflow.splitting import explicit_diffusion, expm_action_krylov
+from cdflow.heat import explicit_diffusion, expm_action_krylov
 
 TARGET = 1e-4
 

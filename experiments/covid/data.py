@@ -14,7 +14,8 @@ From `load_covid` (61 days × 129 regions, one directed weighted mobility graph 
   (the hidden ones restored).
 
 All snapshots are processed at once: node (t, r) is row t·129 + r, and the daily operators form one
-block-diagonal sparse matrix.
+block-diagonal sparse matrix (COIN's Laplacians as one `cdflow.graph.Laplacian`, the GCN adjacencies as
+one `cdflow.sparse.SparseMatrix`).
 """
 
 from __future__ import annotations
@@ -27,7 +28,8 @@ import torch
 from torch import Tensor
 
 from cdflow.data.covid import CovidData, load_covid
-from cdflow.models.batched import SparseRows
+from cdflow.graph import Laplacian
+from cdflow.sparse import SparseMatrix
 
 LAGS = 8
 KEEP = 0.1
@@ -42,8 +44,8 @@ class CovidTask:
     train: Tensor
     val: Tensor
     test: Tensor
-    lap: SparseRows
-    adj: SparseRows
+    lap: Laplacian
+    adj: SparseMatrix
     n_regions: int
     n_snapshots: int
     mask_attempts: int
@@ -61,7 +63,7 @@ def sample_mask(n_snapshots: int, n_regions: int, values: np.ndarray, seed: int,
     raise RuntimeError(f"no mask with ≥ 2 distinct observed values per region in {max_attempts} draws")
 
 
-def _block_diag(blocks: list[tuple[np.ndarray, np.ndarray, np.ndarray]], n: int) -> SparseRows:
+def block_diag(blocks: list[tuple[np.ndarray, np.ndarray, np.ndarray]], n: int) -> SparseMatrix:
     """Sparse block-diagonal matrix of per-day (row, col, value) triples, each block n × n."""
     rows, cols, vals = [], [], []
     for t, (r, c, v) in enumerate(blocks):
@@ -72,7 +74,7 @@ def _block_diag(blocks: list[tuple[np.ndarray, np.ndarray, np.ndarray]], n: int)
     idx = torch.from_numpy(np.stack([np.concatenate(rows), np.concatenate(cols)]))
     vals_t = torch.from_numpy(np.concatenate(vals)).float()
     mat = torch.sparse_coo_tensor(idx, vals_t, (size, size), check_invariants=False).coalesce()
-    return SparseRows.from_tensor(mat)
+    return SparseMatrix.from_tensor(mat)
 
 
 def day_operators(data: CovidData, day: int) -> tuple[tuple[np.ndarray, ...], tuple[np.ndarray, ...]]:
@@ -129,8 +131,8 @@ def build_task(data: CovidData, masking: int, lags: int = LAGS, standardise: str
         train=torch.from_numpy(np.flatnonzero(train)),
         val=torch.from_numpy(np.flatnonzero(val)),
         test=torch.from_numpy(np.flatnonzero(test)),
-        lap=_block_diag([o[0] for o in ops], n_regions),
-        adj=_block_diag([o[1] for o in ops], n_regions),
+        lap=Laplacian.from_matrix(block_diag([o[0] for o in ops], n_regions), kind="daily-mobility"),
+        adj=block_diag([o[1] for o in ops], n_regions),
         n_regions=n_regions,
         n_snapshots=n_snap,
         mask_attempts=attempts,

@@ -1,11 +1,15 @@
 """Forecasters of the COVID experiment, K initialisations at once; each returns predictions [M, K].
 
-Inputs: lags x [M, 8] (M = snapshots × regions), shared by the members, and a block-diagonal operator.
+Inputs: lags x [M, 8] (M = snapshots × regions), shared by the members (`MemberLinear.forward_shared`),
+and a block-diagonal operator. These are regression heads (one real output, squared error): the library's
+classifiers (`cdflow.models.COIN`, the baselines) end in a softmax, so the experiment keeps its own small
+models, built from the library's layers and heat-flow integrator.
 
 * `CovidCOIN`  u⁰ = x w + b + W₂ ELU(W₁ x + b₁) + b₂ (linear shortcut + MLP), then
-               n × [dropout → u ← u − τ L_day u]  (L_day = diag(Â·1) − Â, Â = D^{-1/2} A₀ D^{-1/2})
+               n × [dropout → u ← u − τ L_day u]  (`cdflow.heat.explicit_diffusion` on the `Laplacian`
+               L_day = diag(Â·1) − Â, Â = D^{-1/2} A₀ D^{-1/2})
 * `CovidMLP`   W₂ dropout(ReLU(W₁ x + b₁)) + b₂
-* `CovidGCN`   Â dropout(ReLU(Â x W₁ + b₁)) W₂ + b₂
+* `CovidGCN`   Â dropout(ReLU(Â (x W₁ + b₁))) W₂ + b₂
 * `linear_regression`  least squares [x, 1] θ ≈ y on the observed training targets (closed form)
 """
 
@@ -16,73 +20,73 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor, nn
 
-from cdflow.models.batched import BatchedLinear, SparseRows, dropout
+from cdflow.graph import Laplacian
+from cdflow.heat import explicit_diffusion
+from cdflow.models.layers import MemberLinear, dropout
+from cdflow.sparse import SparseMatrix
 
 
-def shared_linear(x: Tensor, layer: BatchedLinear) -> Tensor:
-    """x W_k + b_k for every member with x [M, F] shared: one product with the [F, K·H] stacked weight."""
-    k, f, h = layer.weight.shape
-    out = x @ layer.weight.permute(1, 0, 2).reshape(f, k * h)
-    out = out.view(x.shape[0], k, h)
-    return out if layer.bias is None else out + layer.bias
+class MemberRegressor(nn.Module):
+    """K members: `members` (for `cdflow.training.fit_members`) and `reset_parameters(gens)` over the
+    MemberLinear layers, member k drawn from gens[k]."""
 
+    def __init__(self, k: int) -> None:
+        super().__init__()
+        self.members = k
 
-class _Members(nn.Module):
     def reset_parameters(self, gens: Sequence[torch.Generator]) -> None:
         for layer in self.modules():
-            if isinstance(layer, BatchedLinear):
+            if isinstance(layer, MemberLinear):
                 layer.reset_parameters(gens)
 
 
-class CovidCOIN(_Members):
+class CovidCOIN(MemberRegressor):
     """Linear shortcut + ELU MLP, then `n_steps` × [dropout → u ← u − τ L u] over each day's graph."""
 
     def __init__(self, k: int, lags: int = 8, hidden: int = 16, tau: float = 0.5, n_steps: int = 10,
                  dropout: float = 0.25) -> None:
-        super().__init__()
+        super().__init__(k)
         self.tau, self.n_steps, self.dropout = tau, n_steps, dropout
-        self.shortcut = BatchedLinear(k, lags, 1)
-        self.l1 = BatchedLinear(k, lags, hidden)
-        self.l2 = BatchedLinear(k, hidden, 1)
+        self.shortcut = MemberLinear(k, lags, 1)
+        self.l1 = MemberLinear(k, lags, hidden)
+        self.l2 = MemberLinear(k, hidden, 1)
 
-    def forward(self, x: Tensor, lap: SparseRows) -> Tensor:
-        u = shared_linear(x, self.shortcut) + self.l2(nn.functional.elu(shared_linear(x, self.l1)))
+    def forward(self, x: Tensor, lap: Laplacian) -> Tensor:
+        u = self.shortcut.forward_shared(x) + self.l2(nn.functional.elu(self.l1.forward_shared(x)))
         u = u[..., 0]
-        for _ in range(self.n_steps):
-            u = dropout(u, self.dropout, self.training)
-            u = torch.add(u, lap.mm(u), alpha=-self.tau)
+        if self.n_steps > 0:
+            p = self.dropout if self.training else 0.0
+            u, _ = explicit_diffusion(u, lap, self.tau, self.n_steps, dropout=p)
         return u
 
 
-class CovidMLP(_Members):
+class CovidMLP(MemberRegressor):
     """Two-layer perceptron on the lags."""
 
     def __init__(self, k: int, lags: int = 8, hidden: int = 16, dropout: float = 0.25) -> None:
-        super().__init__()
+        super().__init__(k)
         self.dropout = dropout
-        self.l1 = BatchedLinear(k, lags, hidden)
-        self.l2 = BatchedLinear(k, hidden, 1)
+        self.l1 = MemberLinear(k, lags, hidden)
+        self.l2 = MemberLinear(k, hidden, 1)
 
-    def forward(self, x: Tensor, graph: SparseRows | None = None) -> Tensor:
-        h = dropout(torch.relu(shared_linear(x, self.l1)), self.dropout, self.training)
+    def forward(self, x: Tensor, graph: object = None) -> Tensor:
+        h = dropout(torch.relu(self.l1.forward_shared(x)), self.dropout, self.training)
         return self.l2(h)[..., 0]
 
 
-class CovidGCN(_Members):
+class CovidGCN(MemberRegressor):
     """Two-layer GCN over each day's normalised mobility graph (self-loops as given)."""
 
     def __init__(self, k: int, lags: int = 8, hidden: int = 16, dropout: float = 0.25) -> None:
-        super().__init__()
+        super().__init__(k)
         self.dropout = dropout
-        self.l1 = BatchedLinear(k, lags, hidden)
-        self.l2 = BatchedLinear(k, hidden, 1)
+        self.l1 = MemberLinear(k, lags, hidden)
+        self.l2 = MemberLinear(k, hidden, 1)
 
-    def forward(self, x: Tensor, adj: SparseRows) -> Tensor:
-        m, k = x.shape[0], self.l1.weight.shape[0]
-        h = adj.mm(shared_linear(x, self.l1).reshape(m, -1)).view(m, k, -1)
+    def forward(self, x: Tensor, adj: SparseMatrix) -> Tensor:
+        h = adj @ self.l1.forward_shared(x)  # one sparse product for every member: [M, K, H]
         h = dropout(torch.relu(h), self.dropout, self.training)
-        out = self.l2(h)[..., 0]
-        return adj.mm(out)
+        return adj @ self.l2(h)[..., 0]
 
 
 def linear_regression(x: Tensor, y: Tensor, train: Tensor) -> Tensor:

@@ -16,7 +16,7 @@ from typing import Any
 
 import torch
 
-from cdflow.models.batched import member_generators
+from cdflow.models.layers import member_generators
 from experiments.common import artefact, machine_info, mean_std, mode_of, provenance, runner_parser
 from experiments.covid.data import CovidTask, build_task, load
 from experiments.covid.models import CovidCOIN, CovidGCN, CovidMLP, linear_regression
@@ -47,7 +47,8 @@ SETTINGS = {
 
 
 def run_masking(task: CovidTask, masking: int, settings: Settings) -> list[dict[str, Any]]:
-    """Every model on one masking: K initialisations as one batched model, plus linear regression."""
+    """Every model on one masking: K initialisations as one model with a member axis
+    (trained by `cdflow.training.fit_members`), plus linear regression."""
     records = []
     seeds = [1000 * masking + i for i in range(settings.inits)]
     for key, (label, cls, graph_name) in MODELS.items():

@@ -4,28 +4,39 @@ Training (every model): Adam, learning rate 0.01, weight decay 5e-4 (L2 in the g
 most 10,000 epochs, early stopping with patience 50 whose counter resets when the validation loss or the
 validation accuracy strictly improves (< / >, as the COIN reference code `graph/train.py`; the older
 Diff-ResNet code also counts ties: `improve_on_tie=True`); the state of the last such epoch is restored
-and tested.
+and tested. The loop and the rule are the library's (`cdflow.training.fit_members`, `StoppingRule`).
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
+import torch
 from torch import nn
 
+from cdflow.models import COIN, ConvectionDiffusionNet, DiffResNet, DiffusionSpec, Members
 from cdflow.models.baselines import APPNP, GCN, MLP, SGC
-from cdflow.models.batched import BatchedCDNet, BatchedCOIN
-from cdflow.models.wide_diffresnet import BatchedWideDiffResNet
+from cdflow.models.layers import member_generators
+from cdflow.solvers import SolverSpec
+from cdflow.training import MemberTraining, StoppingRule
 
 
 @dataclass(frozen=True)
 class Training:
+    """The protocol's training settings (recorded as they are in the results json)."""
+
     lr: float = 0.01
     weight_decay: float = 5e-4
     max_epochs: int = 10_000
     patience: int = 50
     improve_on_tie: bool = False
+
+    def member_training(self) -> MemberTraining:
+        """The same settings for `cdflow.training.fit_members`."""
+        return MemberTraining(lr=self.lr, weight_decay=self.weight_decay, max_epochs=self.max_epochs,
+                              rule=StoppingRule(self.patience, self.improve_on_tie))
 
 
 @dataclass(frozen=True)
@@ -34,7 +45,7 @@ class ModelSpec:
 
     graph: which operator the model takes ("lap" = L of COIN / Diff-ResNet, "adj" = Â, "none").
     deterministic: no dropout, so the training forward also gives the validation metrics.
-    max_members: most initialisations per batched model (memory: COIN's W₁ is F×F per member).
+    max_members: most initialisations per model (memory: COIN's W₁ is F×F per member).
     split_fraction, max_inits: the share of the protocol's splits and the most initialisations per split
     this row runs (slow rows run fewer).
     """
@@ -49,26 +60,41 @@ class ModelSpec:
     split_fraction: float = 1.0
     max_inits: int | None = None
 
-    def build(self, k: int, in_features: int, num_classes: int) -> nn.Module:
-        """The batched model with k members."""
-        cls = FAMILIES[self.family]
-        if self.family in ("coin", "diffresnet", "cdnet"):
-            return cls(k, in_features, num_classes, **self.kwargs)
-        return cls(in_features, num_classes, k=k, **self.kwargs)
+    def build(self, seeds: Sequence[int], in_features: int, num_classes: int) -> nn.Module:
+        """The library model with one member per initialisation seed, member k initialised from seeds[k]
+        only (the global random state, which draws the dropout masks, is left as it was)."""
+        k, f, c = len(seeds), in_features, num_classes
+        if self.family == "cdnet":
+            return Members(lambda i: continuous_net(f, c, seeds[i], **self.kwargs), k)
+        if self.family == "coin":
+            model: nn.Module = COIN(f, c, members=k, **self.kwargs)
+        elif self.family == "diffresnet":  # the reference code's F-wide network
+            model = DiffResNet(f, c, members=k, hidden=None, **self.kwargs)
+        else:
+            model = BASELINES[self.family](f, c, k=k, **self.kwargs)
+        model.reset_parameters(member_generators(seeds))
+        return model
 
 
-FAMILIES: dict[str, type[nn.Module]] = {
-    "coin": BatchedCOIN,
-    "diffresnet": BatchedWideDiffResNet,
-    "cdnet": BatchedCDNet,
-    "mlp": MLP,
-    "gcn": GCN,
-    "appnp": APPNP,
-    "sgc": SGC,
-}
+BASELINES: dict[str, type[nn.Module]] = {"mlp": MLP, "gcn": GCN, "appnp": APPNP, "sgc": SGC}
+
+
+def continuous_net(in_features: int, num_classes: int, seed: int, gamma: float, dropout: float,
+                   input_dropout: float) -> ConvectionDiffusionNet:
+    """One member of the continuous row, its weights drawn by torch's default initialisation under
+    torch.manual_seed(seed) (in a forked random state)."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        return ConvectionDiffusionNet(
+            in_features, num_classes, hidden=64, width=64, depth=2, activation="tanh", time_input=False,
+            encoder_activation="relu", dropout=input_dropout, hidden_dropout=dropout,
+            diffusion=DiffusionSpec(kind="graph", integrator="drift", gamma=gamma),
+            solver=SolverSpec(method="dopri5", rtol=1e-3, atol=1e-4, t1=1.0),
+        )
+
 
 #: Diff-ResNet recipes per dataset (τ, steps, dropout before every diffusion step) of the reference code's
-#: F-wide network h = x + ReLU(W₁x + b₁) (`cdflow.models.wide_diffresnet`).
+#: F-wide network h = x + ReLU(W₁x + b₁) (`cdflow.models.DiffResNet` with hidden=None).
 DIFFRESNET = {"cora": dict(tau=0.25, n_steps=20, dropout=0.25), "citeseer": dict(tau=0.20, n_steps=20, dropout=0.35)}
 #: COIN on Cora (the authors' setting); Citeseer's τ and steps are tuned on validation accuracy.
 COIN_CORA = dict(tau=0.35, n_steps=20)

@@ -18,9 +18,9 @@ from torch import Tensor
 
 from cdflow.data.graphs import GraphData, load_graph, random_split
 from cdflow.data.planetoid import load_planetoid
-from cdflow.graph import laplacian_from_edges, spectral_bound
+from cdflow.graph import Laplacian
 from cdflow.models.baselines import gcn_adjacency
-from cdflow.models.batched import SparseRows
+from cdflow.sparse import SparseMatrix
 
 #: The split seeds of the reference code, in order (split i of any protocol uses SPLIT_SEEDS[i]).
 SPLIT_SEEDS: tuple[int, ...] = tuple(int(s) for s in np.random.RandomState(42).randint(0, 1_000_000, 100))
@@ -41,18 +41,18 @@ class Masks:
 
 @dataclass
 class GraphTask:
-    """One dataset, ready for the batched models.
+    """One dataset, ready for the models (built once, shared by every unit of the process).
 
-    x: features as SparseRows; lap: the GCN-form Laplacian L = diag(Â·1) − Â (COIN / Diff-ResNet);
-    adj: Â = D̃^{-1/2}(A + I)D̃^{-1/2} (GCN / APPNP / SGC); lam_max: Lanczos estimate of λ_max(L).
+    x: features as a `SparseMatrix`; lap: the GCN-form Laplacian L = diag(Â·1) − Â (COIN / Diff-ResNet /
+    continuous net); adj: Â = D̃^{-1/2}(A + I)D̃^{-1/2} (GCN / APPNP / SGC); lam_max: Lanczos estimate of λ_max(L).
     public: the Planetoid public split when the task is the Planetoid graph.
     """
 
     name: str
     data: GraphData
-    x: SparseRows
-    lap: SparseRows
-    adj: SparseRows
+    x: SparseMatrix
+    lap: Laplacian
+    adj: SparseMatrix
     lam_max: float
     public: Masks | None = None
 
@@ -84,14 +84,13 @@ def load_task(name: str, planetoid: bool = False, root: str | os.PathLike[str] |
         public = Masks.from_bool(train, val, test)
     else:
         data = load_graph(name, root)  # type: ignore[arg-type]
-    lap = laplacian_from_edges(data.edge_index, data.num_nodes, kind="gcn", dtype=torch.float32)
-    adj = gcn_adjacency(data.edge_index, data.num_nodes)
+    lap = Laplacian.from_edges(data.edge_index, data.num_nodes, kind="gcn", dtype=torch.float32)
     return GraphTask(
         name=data.name,
         data=data,
-        x=SparseRows.from_tensor(data.x),
-        lap=SparseRows.from_tensor(lap),
-        adj=SparseRows.from_tensor(adj),
-        lam_max=spectral_bound(lap).estimate,
+        x=SparseMatrix.from_tensor(data.x),
+        lap=lap,
+        adj=SparseMatrix.from_tensor(gcn_adjacency(data.edge_index, data.num_nodes)),
+        lam_max=lap.spectral_bound().estimate,
         public=public,
     )

@@ -60,18 +60,21 @@ def markdown(payload: dict[str, Any]) -> str:
            "the validation loss *or* accuracy strictly improves (val_loss < min or val_acc > max, as in the COIN "
            "reference `graph/train.py`)")
         + ", and the weights of the last such epoch are restored and tested.",
-        "* The initialisations of one split train together as one batched model (`cdflow.models.batched`, "
-        "`cdflow.models.baselines`): stacked weights, one sparse graph product for all members, per-member "
-        "early stopping and restore; tested equal to separate models (`tests/models/test_batched.py`).",
+        "* The initialisations of one split train together as one model with a member axis (`cdflow.models.COIN` "
+        "and `DiffResNet` with `members=K`, the baselines of `cdflow.models.baselines`: stacked weights, one "
+        "sparse graph product for all members; the continuous net as `cdflow.models.Members`), by the library "
+        "loop `cdflow.training.fit_members` with per-member early stopping and restore "
+        "(`cdflow.training.member_stopping`); members are tested equal to separate models "
+        "(`tests/models/test_coin.py`, `test_diffresnet.py`, `test_members.py`).",
         "* Graph operators: L = diag(Â·1) − Â with Â = D̃^{-1/2}(A+I)D̃^{-1/2} (COIN / Diff-ResNet / continuous "
         "net); Â itself for GCN / APPNP / SGC.",
         f"* COIN: h = x + ReLU(W₁x + b₁) (W₁ is F×F), u⁰ = softmax(W₂h + b₂), no dropout; explicit: "
         "u ← u − τLu n times (the authors'); split: u(T) = exp(−nτL)u⁰ by Krylov "
         "(`cdflow.heat.diffuse`), same total time; loss NLL of log max(u, 1e-8). "
         f"Settings used: {coin}.",
-        "* Continuous convection–diffusion net: h(0) = dropout(ReLU(dropout(x) W_in)), "
-        "dh/dt = W₂ tanh(W₁h + b₁) + b₂ − γLh "
-        "on [0, 1] by dopri5 (rtol 1e-3, atol 1e-4; one solve for all members, which share the step sizes), "
+        "* Continuous convection–diffusion net (`cdflow.models.ConvectionDiffusionNet`): "
+        "h(0) = dropout(ReLU(dropout(x) W_in + b_in)), dh/dt = W₂ tanh(W₁h + b₁) + b₂ − γLh "
+        "on [0, 1] by dopri5 (rtol 1e-3, atol 1e-4; one solve per member), "
         "linear head; γ = Diff-ResNet's total diffusion time τ·n, dropout 0.5 twice. Slow on 2 cores (about "
         "0.7 s per epoch), so it runs 20% of the splits with one initialisation, and not on the public split.",
         "",
@@ -116,7 +119,7 @@ def markdown(payload: dict[str, Any]) -> str:
             "## Full protocol (estimate, not run)",
             "",
             "Cora COIN (explicit), 100 splits × 20 initialisations = 2,000 runs × "
-            f"{est['per_run_s']:.2f} s per run (measured in this run, batched members, under the load above) ≈ "
+            f"{est['per_run_s']:.2f} s per run (measured in this run, members together, under the load above) ≈ "
             f"{est['minutes_one_process']:.0f} min in one process, ≈ {est['minutes_two_processes']:.0f} min with "
             "`--workers 2` on two free cores. This is an estimate from the measured per-split time, not a run "
             "of the full protocol.",
@@ -129,7 +132,7 @@ def markdown(payload: dict[str, Any]) -> str:
         "2/λ_max ≈ 0.346 < 0.35 and the highest-frequency mode grows by |1 − 0.35 λ_max| ≈ 1.02 per step: u(T) "
         "gets negative entries (counted in the table; the log is clamped at 1e-8, so no NaN). The split "
         "integrator applies exp(−nτL), which keeps u(T) ≥ 0 and rows summing to one.",
-        "* Diff-ResNet is the reference code's F-wide graph network (`cdflow.models.wide_diffresnet`): "
+        "* Diff-ResNet is the reference code's F-wide graph network (`cdflow.models.DiffResNet`, hidden=None): "
         "h = x + ReLU(W₁x + b₁) with W₁ F×F, then n × [dropout → h ← h − τLh], then a linear head, trained "
         "with cross-entropy; its backward keeps only the dropout masks (the layers are linear in h). "
         "The no-diffusion rows are the same networks with n = 0 (no dropout then).",

@@ -20,9 +20,9 @@ from typing import Any
 
 import torch
 
+from cdflow.training.alloc import keep_freed_memory
 from experiments.common import artefact, machine_info, mode_of, runner_parser
 from experiments.graph import report, timing
-from cdflow.training.alloc import keep_freed_memory
 from experiments.graph.configs import COIN_CORA, ModelSpec, Protocol, model_specs, protocol
 from experiments.graph.markdown import markdown
 from experiments.graph.units import Unit, run_unit

@@ -1,5 +1,6 @@
 """Wall time of one Cora COIN run (faithful explicit setting; split seed 0, one initialisation, to early
-stopping), with 1 and 2 torch threads, and the load average around it.
+stopping, by the library loop `cdflow.training.fit_members`), with 1 and 2 torch threads, and the load
+average around it.
 
 ``python -m experiments.graph.timing [--out DIR]`` measures it alone and writes ``DIR/graph_timing.json``.
 """
@@ -15,12 +16,10 @@ from typing import Any
 
 import torch
 
-from cdflow.models.batched import member_generators
-from experiments.common import RESULTS
 from cdflow.training.alloc import keep_freed_memory
+from experiments.common import RESULTS
 from experiments.graph.configs import COIN_CORA, Training, model_specs
-from experiments.graph.train import fit_members
-from experiments.graph.units import task
+from experiments.graph.units import task, train
 
 
 def time_single_run(threads: int, repeats: int = 2) -> list[dict[str, Any]]:
@@ -34,10 +33,9 @@ def time_single_run(threads: int, repeats: int = 2) -> list[dict[str, Any]]:
     try:
         for _ in range(repeats):
             load = [round(v, 2) for v in os.getloadavg()]
-            model = spec.build(1, t.num_features, t.num_classes)
-            model.reset_parameters(member_generators([0]))
+            model = spec.build([0], t.num_features, t.num_classes)
             start = time.perf_counter()
-            results, _ = fit_members(model, t.x, t.lap, t.y, masks, Training(), deterministic=True)
+            results, _ = train(model, t.x, t.lap, t.y, masks, Training(), deterministic=True)
             wall = time.perf_counter() - start
             out.append({"threads": threads, "wall_s": wall, "epochs": results[0].epochs,
                         "ms_per_epoch": 1e3 * wall / results[0].epochs, "test_acc": results[0].test_acc,

@@ -1,4 +1,5 @@
-"""One unit of work: a model row trained on one split for a group of initialisations (one batched model).
+"""One unit of work: a model row trained on one split for a group of initialisations (one model with a
+member axis), by the library's loop `cdflow.training.fit_members` under the protocol's stopping rule.
 
 Seeds: random split s is `random_split(labels, SPLIT_SEEDS[s])` (the reference code's split seeds);
 initialisation i of split s has seed 1000·s + i (the Planetoid split uses s = 0), the same for every row,
@@ -8,25 +9,80 @@ so rows are paired by initialisation.
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from typing import Any
 
 import torch
+from torch import Tensor, nn
 
-from cdflow.models.batched import BatchedCOIN, member_generators
+from cdflow.graph import Laplacian
+from cdflow.models import COIN, Members
+from cdflow.models.layers import member_nll
+from cdflow.sparse import SparseMatrix
+from cdflow.training import MemberFit, fit_members
 from experiments.graph.configs import ModelSpec, Training
-from experiments.graph.data import SPLIT_SEEDS, GraphTask, load_task
-from experiments.graph.train import fit_members
+from experiments.graph.data import SPLIT_SEEDS, GraphTask, Masks, load_task
 
-_TASKS: dict[tuple[str, bool], GraphTask] = {}
+TASKS: dict[tuple[str, bool], GraphTask] = {}
 
 
 def task(dataset: str, public: bool) -> GraphTask:
     """The dataset's task, loaded once per process."""
     key = (dataset, public)
-    if key not in _TASKS:
-        _TASKS[key] = load_task(dataset, planetoid=public)
-    return _TASKS[key]
+    if key not in TASKS:
+        TASKS[key] = load_task(dataset, planetoid=public)
+    return TASKS[key]
+
+
+@dataclass
+class MemberResult:
+    """One initialisation's run: epochs trained, the restored epoch and its metrics."""
+
+    epochs: int
+    best_epoch: int
+    train_acc: float
+    val_acc: float
+    val_loss: float
+    test_acc: float
+    nan: bool
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+
+def accuracy(logp: Tensor, y: Tensor, index: Tensor) -> Tensor:
+    """Per-member accuracy over the nodes `index`: [N, K, C] → [K]."""
+    return (logp[index].argmax(-1) == y[index][:, None]).to(logp.dtype).mean(0)
+
+
+def train(model: nn.Module, x: SparseMatrix, graph: Laplacian | SparseMatrix | None, y: Tensor, masks: Masks,
+          training: Training, deterministic: bool) -> tuple[list[MemberResult], MemberFit]:
+    """Train every member with the protocol's early stopping (`cdflow.training.fit_members`: NLL on the
+    training nodes, validation loss and accuracy for the rule), restore each member's best state and score it."""
+
+    def forward() -> Tensor:
+        out = model(x, graph)
+        return out[:, None] if out.ndim == 2 else out  # COIN / DiffResNet squeeze the member axis when K = 1
+
+    fit = fit_members(
+        model, forward,
+        train_loss=lambda out: member_nll(out, y, masks.train),
+        val_scores=lambda out: (member_nll(out, y, masks.val), accuracy(out, y, masks.val)),
+        training=training.member_training(), deterministic=deterministic,
+    )
+    with torch.no_grad():
+        out = forward()  # the restored weights, evaluation mode
+        train_acc, val_acc = accuracy(out, y, masks.train), accuracy(out, y, masks.val)
+        test_acc, val_loss = accuracy(out, y, masks.test), member_nll(out, y, masks.val)
+        nan = ~torch.isfinite(out).flatten(2).all(-1).all(0)
+    stop = fit.stopping
+    epochs = torch.where(stop.stopped_at >= 0, stop.stopped_at + 1, training.max_epochs)
+    results = [
+        MemberResult(int(epochs[i]), int(stop.best_epoch[i]), float(train_acc[i]), float(val_acc[i]),
+                     float(val_loss[i]), float(test_acc[i]), bool(nan[i]))
+        for i in range(stop.members)
+    ]
+    return results, fit
 
 
 @dataclass(frozen=True)
@@ -46,15 +102,14 @@ class Unit:
 
 
 def run_unit(unit: Unit) -> list[dict[str, Any]]:
-    """Train the unit's batched model and return one record per initialisation."""
+    """Train the unit's model and return one record per initialisation."""
     t = task(unit.dataset, unit.public)
     masks = t.masks(unit.split)
     seeds = unit.init_seeds()
     torch.manual_seed(seeds[0] + 7919 * (len(seeds) + 1))  # dropout masks
-    model = unit.spec.build(len(seeds), t.num_features, t.num_classes)
-    model.reset_parameters(member_generators(seeds))
+    model = unit.spec.build(seeds, t.num_features, t.num_classes)
     graph = {"lap": t.lap, "adj": t.adj, "none": None}[unit.spec.graph]
-    results, wall = fit_members(model, t.x, graph, t.y, masks, unit.training, unit.spec.deterministic)
+    results, fit = train(model, t.x, graph, t.y, masks, unit.training, unit.spec.deterministic)
     records = []
     for i, (seed, res) in enumerate(zip(seeds, results)):
         rec: dict[str, Any] = {
@@ -69,19 +124,21 @@ def run_unit(unit: Unit) -> list[dict[str, Any]]:
             "init": unit.inits[i],
             "init_seed": seed,
             "members_in_batch": len(seeds),
-            "batch_wall_s": wall,
-            "wall_s": wall / len(seeds),
+            "batch_wall_s": fit.wall_s,
+            "wall_s": fit.wall_s / len(seeds),
             "pid": os.getpid(),
             **res.as_dict(),
         }
-        if isinstance(model, BatchedCOIN) and model.last_u is not None:
-            u = model.last_u[:, i]
+        if isinstance(model, COIN) and model.last_u is not None:
+            u = model.last_u[:, i]  # u(T) of the restored weights: [N, K, C] for every K (no squeeze)
             rec["negative_u_entries"] = int((u < 0).sum())
             rec["min_u"] = float(u.min())
             rec["nonfinite_u_entries"] = int((~torch.isfinite(u)).sum())
             if model.diffusion_stats is not None:
                 rec["laplacian_products"] = model.diffusion_stats.products
-        if unit.spec.family == "cdnet" and getattr(model, "stats", None) is not None:
-            rec["nfe_forward_last"] = model.stats.nfe_forward
+        if isinstance(model, Members):
+            stats = getattr(model.models[i], "stats", None)
+            if stats is not None:
+                rec["nfe_forward_last"] = stats.nfe_forward
         records.append(rec)
     return records

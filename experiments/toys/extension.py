@@ -11,7 +11,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from cdflow.splitting import explicit_diffusion
+from cdflow.heat import explicit_diffusion
 
 
 def query_weights(query: Tensor, data: Tensor, k: int, eps: float, chunk: int = 4096) -> tuple[Tensor, Tensor]:

@@ -13,7 +13,7 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 from torch import Tensor  # noqa: E402
 
-from cdflow.splitting import explicit_diffusion  # noqa: E402
+from cdflow.heat import explicit_diffusion  # noqa: E402
 from experiments.toys.config import RECIPES  # noqa: E402
 from experiments.toys.extension import diffuse_with_queries, query_weights  # noqa: E402
 from experiments.toys.model import ToyDiffResNet  # noqa: E402

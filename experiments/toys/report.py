@@ -102,7 +102,7 @@ def markdown(payload: dict[str, Any], settings: Settings, curves: list[dict]) ->
         "* Network: z = x + W₂ ReLU(W₁x + b₁) + b₂ (width 2), then n diffusion layers z ← z − τLz "
         "(τ = 1; n = 60 / 200 / 900), then a linear head 2 → 2. Without diffusion: n = 0.",
         "* The n diffusion layers are applied as the precomputed operator (I − τL)ⁿ (identical to n explicit "
-        "layers; max deviation from `cdflow.splitting.explicit_diffusion` recorded per run).",
+        "layers; max deviation from `cdflow.heat.explicit_diffusion` recorded per run).",
         "* Full-batch SGD, lr 1.0 (0.8 spirals), weight decay 5e-4, 20 steps as in the reference. The reference "
         "creates a new SGD(momentum=0.9) every step, so momentum never accumulates: we use plain SGD.",
         "* `split` (main table): transductive; all points in one batch, labels of a random 20% used for "

@@ -22,7 +22,7 @@ import torch
 from torch import Tensor, nn
 
 from cdflow.data.toys import make_toy
-from cdflow.splitting import explicit_diffusion
+from cdflow.heat import explicit_diffusion
 from experiments.toys.config import RECIPES, Settings
 from experiments.toys.model import ToyDiffResNet, diffusion_propagator, toy_laplacian
 

@@ -14,7 +14,7 @@ import torch
 from torch import Tensor
 
 from cdflow.data.toys import make_xor
-from cdflow.splitting import explicit_diffusion
+from cdflow.heat import explicit_diffusion
 from experiments.toys.config import XorRecipe
 from experiments.toys.model import toy_laplacian
 

@@ -18,7 +18,11 @@ from torch import Tensor
 
 from cdflow.errors import DataError
 
-__all__ = ["SparseMatrix"]
+__all__ = ["BLOCK_BYTES", "SparseMatrix"]
+
+#: operand bytes per block of a cache-blocked product (see `SparseMatrix.product`); at most MAX_BLOCKS blocks
+BLOCK_BYTES = 4 * 2**20
+MAX_BLOCKS = 16
 
 
 class SparseMatrix:
@@ -154,8 +158,74 @@ class SparseMatrix:
         values."""
         if w.ndim != 2 or w.shape[0] != self.n_cols:
             raise DataError(f"A is [{self.n_rows}, {self.n_cols}] but the operand has shape {tuple(w.shape)}")
-        vals = self.vals if self.vals.dtype == w.dtype else self.vals.to(w.dtype)
-        return _BagMM.apply(w, vals, self)
+        if self.vals.requires_grad:
+            return _BagMM.apply(w, self.vals.to(w.dtype), self)
+        return _BagMM.apply(w, None, self)
+
+    def product(self, w: Tensor, transposed: bool = False, vals: Tensor | None = None) -> Tensor:
+        """A W (or Aᵀ W) without autograd, by embedding-bag sums; `vals` replaces the stored values (in row
+        order). An operand larger than `BLOCK_BYTES` is cache-blocked: its rows are split into a power of two
+        of blocks (at most `MAX_BLOCKS`) and the partial products added, so that the random gathers of a large
+        graph hit the cache (L @ X at 10⁶ nodes and 7 columns: 109 ms against 376 ms unblocked on this CPU)."""
+        w = w.detach()
+        if w.stride(-1) != 1:
+            w = w.contiguous()
+        offsets, cols = (self.t_offsets, self.t_cols) if transposed else (self.offsets, self.cols)
+        own = vals is None
+        if own:
+            vals = self.ordered_values(transposed, w.dtype)
+        elif transposed:
+            vals = vals.detach()[self.perm]
+        else:
+            vals = vals.detach()
+        nb = _n_blocks(w.shape[0] * w.shape[1] * w.element_size())
+        if nb <= 1:
+            return F.embedding_bag(cols, w, offsets, mode="sum", per_sample_weights=vals)
+        out = None
+        own_blocks = self._block_values(transposed, nb, w.dtype) if own else None
+        for b, (sel, local, off, start, stop) in enumerate(self._blocks(transposed, nb)):
+            vb = own_blocks[b] if own_blocks is not None else vals[sel]
+            part = F.embedding_bag(local, w[start:stop], off, mode="sum", per_sample_weights=vb)
+            out = part if out is None else out.add_(part)
+        return out
+
+    def ordered_values(self, transposed: bool, dtype: torch.dtype) -> Tensor:
+        """The stored values (detached) in row (or Aᵀ's row) order and `dtype`, memoised on this object."""
+        key = ("vals", transposed, dtype)
+        if key not in self._memo:
+            v = self.vals.detach().to(dtype)
+            self._memo[key] = v[self.perm] if transposed else v
+        return self._memo[key]
+
+    def _blocks(self, transposed: bool, nb: int) -> list[tuple[Tensor, Tensor, Tensor, int, int]]:
+        """For a product blocked over the operand's rows in `nb` blocks: per block, the entries it holds
+        (indices into the storage order), their local column ids, the bag offsets, and the operand rows."""
+        key = ("blocks", transposed, nb)
+        if key not in self._memo:
+            offsets, cols = (self.t_offsets, self.t_cols) if transposed else (self.offsets, self.cols)
+            n_out = offsets.numel()
+            n_src = self.n_rows if transposed else self.n_cols
+            counts = torch.diff(offsets, append=torch.tensor([cols.numel()], device=offsets.device))
+            rows = torch.repeat_interleave(torch.arange(n_out, device=offsets.device), counts)
+            size = -(-n_src // nb)
+            blk = torch.div(cols, size, rounding_mode="floor")
+            order = torch.argsort(blk, stable=True)  # grouped by block, in row order within a block
+            bounds = torch.searchsorted(blk[order], torch.arange(nb + 1, device=cols.device))
+            blocks = []
+            for b in range(nb):
+                sel = order[int(bounds[b]):int(bounds[b + 1])]
+                c = torch.bincount(rows[sel], minlength=n_out)
+                blocks.append((sel, cols[sel] - b * size, torch.cumsum(c, 0) - c, b * size, min(n_src, (b + 1) * size)))
+            self._memo[key] = blocks
+        return self._memo[key]
+
+    def _block_values(self, transposed: bool, nb: int, dtype: torch.dtype) -> list[Tensor]:
+        """The stored values of each block of `_blocks(transposed, nb)` in `dtype`, memoised on this object."""
+        key = ("block_vals", transposed, nb, dtype)
+        if key not in self._memo:
+            own = self.ordered_values(transposed, dtype)
+            self._memo[key] = [own[blk[0]] for blk in self._blocks(transposed, nb)]
+        return self._memo[key]
 
     def __matmul__(self, w: Tensor) -> Tensor:
         """A @ W over the first axis of W: [F] → [N], [F, M] → [N, M], [F, K, M] → [N, K, M]."""
@@ -197,26 +267,33 @@ class SparseMatrix:
         return self._memo[key]
 
 
+def _n_blocks(operand_bytes: int) -> int:
+    """Blocks of a cache-blocked product: operand_bytes / BLOCK_BYTES rounded up to a power of two, capped."""
+    need = -(-operand_bytes // BLOCK_BYTES)
+    if need <= 1:
+        return 1
+    return min(MAX_BLOCKS, 1 << (need - 1).bit_length())
+
+
 class _BagMM(torch.autograd.Function):
-    """Y = A W by bag sums over A's rows; W̄ = Aᵀ Ȳ by bag sums over Aᵀ's rows; Ā_e = ⟨Ȳ_r, W_c⟩."""
+    """Y = A W by bag sums over A's rows; W̄ = Aᵀ Ȳ by bag sums over Aᵀ's rows; Ā_e = ⟨Ȳ_r, W_c⟩.
+    vals None: A's own values (their per-order copies are memoised on A)."""
 
     @staticmethod
     def forward(ctx, w, vals, a):  # type: ignore[override]
         ctx.a = a
-        ctx.save_for_backward(w if vals.requires_grad else None, vals)
-        # detached: a weight that requires grad sends torch to its training kernel (offset2bag and bag
-        # sizes for its own backward, which we never use), 3-5× slower than the forward-only kernel
-        return F.embedding_bag(a.cols, w.detach(), a.offsets, mode="sum", per_sample_weights=vals.detach())
+        ctx.save_for_backward(w if vals is not None and vals.requires_grad else None, vals)
+        # w detached inside `product`: a weight that requires grad sends torch to its training kernel
+        # (offset2bag and bag sizes for its own backward, which we never use), 3-5× slower
+        return a.product(w, False, vals)
 
     @staticmethod
     def backward(ctx, grad):  # type: ignore[override]
         w, vals = ctx.saved_tensors
         a = ctx.a
-        grad = grad.contiguous()
         gw = gv = None
         if ctx.needs_input_grad[0]:
-            t_vals = vals.detach()[a.perm]
-            gw = F.embedding_bag(a.t_cols, grad, a.t_offsets, mode="sum", per_sample_weights=t_vals)
+            gw = a.product(grad, True, vals)
         if ctx.needs_input_grad[1]:
             gv = (grad[a.row_ids()] * w.detach()[a.cols]).sum(-1)
         return gw, gv, None

@@ -19,7 +19,7 @@ def test_quick_bench_produces_well_formed_results(tmp_path):
     assert payload["errors"] == {}
     assert {"cpu", "cores", "torch", "torch_threads"} <= set(payload["machine"])
     benches = {r["bench"] for r in payload["rows"]}
-    assert benches == {"overhead", "adjoint_memory", "stiff_diffusion", "graph_scaling", "batched_inits",
+    assert benches == {"overhead", "adjoint_memory", "stiff_diffusion", "graph_scaling", "fast_path", "coin_scale",
                        "hardware", "compile"}
     for row in payload["rows"]:
         assert {"bench", "case", "metric", "value", "goal", "met"} <= set(row)

@@ -12,6 +12,7 @@ from torch import nn
 import cdflow.data.modules as modules
 from cdflow.data import DigitsDataModule, GraphDataModule, MNISTDataModule, ToyDataModule
 from cdflow.data.base import BATCH_KEYS
+from cdflow.sparse import SparseMatrix
 from cdflow.errors import ConfigError, DataError
 
 
@@ -182,7 +183,8 @@ class _TinyTransductive(L.LightningModule):
     def _loss(self, batch: dict, mask_key: str, stage: str) -> torch.Tensor:
         self.seen.append(stage)
         mask = batch[mask_key]
-        logits = self.net(batch["x"].flatten(1))
+        x = batch["x"]  # graph modules hand bag-of-words features as a cdflow.sparse.SparseMatrix
+        logits = self.net(x.to_dense() if isinstance(x, SparseMatrix) else x.flatten(1))
         return nn.functional.cross_entropy(logits[mask], batch["y"][mask])
 
     def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:

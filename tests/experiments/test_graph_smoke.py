@@ -1,4 +1,5 @@
-"""The node-classification and COVID runners in smoke mode: well-formed results, no NaN, valid ranges."""
+"""The node-classification runner in smoke mode (well-formed results, no NaN, valid ranges), and its training
+adapter over the library loop `cdflow.training.fit_members`."""
 
 import json
 import math
@@ -42,24 +43,16 @@ def test_graph_runner_smoke(tmp_path):
     assert "| model |" in md and "## Floors" in md
 
 
-@pytest.mark.skipif(not _have("covid", "england_covid.json"), reason="COVID data not in the data folder")
-def test_covid_runner_smoke(tmp_path):
-    run_smoke("experiments.covid.run", tmp_path)
-    saved = json.loads((tmp_path / "covid_smoke.json").read_text())
-    assert {"coin", "coin-nodiff", "mlp", "gcn", "linear"} == {r["model"] for r in saved["runs"]}
-    for r in saved["runs"]:
-        assert not r["nan"] and math.isfinite(r["test_mse"]) and r["test_mse"] >= 0
-    assert all(a >= 1 for a in saved["mask_attempts"])
-    assert "| model |" in (tmp_path / "covid_smoke.md").read_text()
-
-
-def test_early_stopping_is_per_member_and_restores_the_best_epoch():
+@pytest.mark.parametrize("members", [1, 3])
+def test_early_stopping_is_per_member_and_restores_the_best_epoch(members):
     import torch
 
-    from cdflow.graph import laplacian_from_edges
-    from cdflow.models.batched import BatchedDiffResNet, SparseRows, member_generators
+    from cdflow.graph import Laplacian
+    from cdflow.models import DiffResNet
+    from cdflow.models.layers import member_generators
+    from cdflow.sparse import SparseMatrix
 
-    train_mod = experiments_module("graph.train")
+    units = experiments_module("graph.units")
     configs = experiments_module("graph.configs")
     data = experiments_module("graph.data")
     n = 60
@@ -67,20 +60,46 @@ def test_early_stopping_is_per_member_and_restores_the_best_epoch():
     ei = torch.stack([src, (src + 1) % n])
     y = (src // 20) % 3
     gen = torch.Generator().manual_seed(0)
-    x = torch.nn.functional.one_hot(y, 3).float() + 0.8 * torch.rand(n, 3, generator=gen)
+    x = SparseMatrix.from_tensor(torch.nn.functional.one_hot(y, 3).float() + 0.8 * torch.rand(n, 3, generator=gen))
     masks = data.Masks(train=src[::5], val=src[1::5], test=src[2::5])
-    model = BatchedDiffResNet(3, 3, 3, hidden=8, tau=0.2, n_steps=3, dropout=0.0)
-    model.reset_parameters(member_generators([0, 1, 2]))
-    lap = SparseRows.from_tensor(laplacian_from_edges(ei, n, kind="gcn"))
+    model = DiffResNet(3, 3, members=members, hidden=8, tau=0.2, n_steps=3, dropout=0.0)
+    model.reset_parameters(member_generators(range(members)))
+    lap = Laplacian.from_edges(ei, n, kind="gcn")
     training = configs.Training(lr=0.05, max_epochs=300, patience=7)
-    results, wall = train_mod.fit_members(model, SparseRows.from_tensor(x), lap, y, masks, training,
-                                          deterministic=True)
-    assert len(results) == 3 and wall > 0
+    results, fit = units.train(model, x, lap, y, masks, training, deterministic=True)
+    assert len(results) == members and fit.wall_s > 0
     for r in results:
         assert 0.0 <= r.test_acc <= 1.0 and not r.nan
         if r.epochs < training.max_epochs:  # stopped: `patience` epochs without improvement after the best
             assert r.epochs == r.best_epoch + training.patience + 1
     with torch.no_grad():  # the restored weights reproduce the recorded validation metrics
-        out = model.eval()(SparseRows.from_tensor(x), lap)
-    val = train_mod.accuracy(out, y, masks.val)
+        out = model.eval()(x, lap)
+    out = out[:, None] if members == 1 else out
+    val = units.accuracy(out, y, masks.val)
     torch.testing.assert_close(val, torch.tensor([r.val_acc for r in results]))
+
+
+def test_rows_build_library_models_initialised_per_seed():
+    import torch
+
+    from cdflow.models import COIN, DiffResNet, Members
+
+    configs = experiments_module("graph.configs")
+    specs = {s.key: s for s in configs.model_specs("cora", configs.COIN_CORA)}
+    assert set(specs) == set(configs.ROW_KEYS)
+    f, c = 12, 3
+    coin = specs["coin-explicit"].build([5, 7], f, c)
+    assert isinstance(coin, COIN) and coin.members == 2
+    alone = specs["coin-explicit"].build([7], f, c)  # member 1 of the pair is the model of seed 7 alone
+    torch.testing.assert_close(coin.member(1)[0], alone.member(0)[0])
+    diff = specs["diffresnet"].build([3], f, c)
+    assert isinstance(diff, DiffResNet) and diff.hidden is None and diff.members == 1
+    state = torch.random.get_rng_state()
+    cdnet = specs["cdnet"].build([1, 2], f, c)
+    assert torch.equal(state, torch.random.get_rng_state())  # member seeds leave the dropout stream alone
+    again = specs["cdnet"].build([2], f, c)
+    assert isinstance(cdnet, Members) and cdnet.members == 2
+    torch.testing.assert_close(cdnet.models[1].encoder.weight, again.models[0].encoder.weight)
+    assert not torch.equal(cdnet.models[0].encoder.weight, cdnet.models[1].encoder.weight)
+    for key in ("mlp", "gcn", "appnp", "sgc"):
+        assert specs[key].build([0, 1, 2], f, c).members == 3

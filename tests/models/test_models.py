@@ -1,82 +1,23 @@
-"""COIN, Diff-ResNet and the general convection–diffusion network: equations, stability, integrators."""
+"""The general convection–diffusion network: equations, integrators, inputs. (COIN and Diff-ResNet: test_coin.py,
+test_diffresnet.py.)"""
 
 import pytest
 import torch
+from model_graphs import features
 
 from cdflow import ConfigError, SolverSpec
-from cdflow.graph import laplacian_from_edges
-from cdflow.models import COIN, ConvectionDiffusionNet, DiffResNet, DiffusionSpec, GraphSpec
-
-
-def ring_with_hub(n: int = 30, seed: int = 0) -> torch.Tensor:
-    """A cycle plus a hub joined to every third node: a graph with a spread of degrees."""
-    src = torch.arange(n)
-    edges = [torch.stack([src, (src + 1) % n])]
-    hub = torch.full((n // 3,), n)
-    edges.append(torch.stack([hub, torch.arange(0, n, 3)]))
-    return torch.cat(edges, dim=1)
-
-
-def features(n: int, f: int = 5, seed: int = 0) -> torch.Tensor:
-    return torch.randn(n, f, generator=torch.Generator().manual_seed(seed))
-
-
-def test_coin_conserves_class_mass_and_matches_its_equation():
-    ei = ring_with_hub()
-    x = features(31)
-    torch.manual_seed(0)
-    model = COIN(5, 3, tau=0.1, n_steps=5, integrator="explicit").eval()
-    out = model(x, ei)
-    # u(T) rows sum to one: L·1 = 0 keeps Σ_c u_c for every node
-    torch.testing.assert_close(out.exp().sum(dim=1), torch.ones(31), atol=1e-5, rtol=0)
-    lap = laplacian_from_edges(ei, 31, kind="gcn").to_dense()
-    u = model.base(x)
-    for _ in range(5):
-        u = u - 0.1 * lap @ u
-    torch.testing.assert_close(out, torch.log(u.clamp_min(1e-8)), atol=1e-5, rtol=1e-5)
-
-
-def test_coin_split_is_exact_where_explicit_steps_break():
-    ei = ring_with_hub()
-    x = features(31)
-    lam_max = float(torch.linalg.eigvalsh(laplacian_from_edges(ei, 31, kind="gcn").to_dense())[-1])
-    tau = 1.5 * 2 / lam_max  # beyond the explicit stability bound
-    torch.manual_seed(0)
-    faithful = COIN(5, 3, tau=tau, n_steps=20, integrator="explicit").eval()
-    stable = COIN(5, 3, tau=tau, n_steps=20, integrator="split").eval()
-    stable.load_state_dict(faithful.state_dict())
-    u_explicit = faithful.base(x)
-    lap = laplacian_from_edges(ei, 31, kind="gcn").to_dense()
-    for _ in range(20):
-        u_explicit = u_explicit - tau * lap @ u_explicit
-    assert (u_explicit < 0).any()  # the authors' steps give negative "probabilities"
-    u_split = stable(x, ei).exp()
-    exact = torch.linalg.matrix_exp(-tau * 20 * lap.double()) @ stable.base(x).double()
-    torch.testing.assert_close(u_split.double(), exact, atol=1e-4, rtol=0)
-    assert (u_split >= 0).all() and torch.isfinite(u_split).all()
-
-
-def test_diffresnet_ablation_and_diffusion():
-    ei = ring_with_hub()
-    x = features(31)
-    torch.manual_seed(0)
-    with_diffusion = DiffResNet(5, 3, hidden=8, tau=0.2, n_steps=4).eval()
-    without = DiffResNet(5, 3, hidden=8, tau=0.2, n_steps=0).eval()
-    without.load_state_dict(with_diffusion.state_dict())
-    a, b = with_diffusion(x, ei), without(x, ei)
-    assert a.shape == b.shape == (31, 3)
-    assert not torch.allclose(a, b)
-    assert with_diffusion.diffusion_stats.products == 4
-    # diffusion smooths the hidden features: the Dirichlet energy hᵀLh drops
-    torch.testing.assert_close(a.exp().sum(1), torch.ones(31))
+from cdflow.models import ConvectionDiffusionNet, DiffusionSpec, GraphSpec
+from cdflow.sparse import SparseMatrix
 
 
 def _cdnet(kind, integrator="split", **kw):
     torch.manual_seed(0)
     spec = kw.pop("solver", SolverSpec(method="dopri5", rtol=1e-6, atol=1e-6))
+    graph = kw.pop("graph", GraphSpec(source="knn", knn_k=5, knn_k_scale=3))
+    net_kw = {name: kw.pop(name) for name in ("encoder_activation", "hidden_dropout", "time_input") if name in kw}
     return ConvectionDiffusionNet(4, 3, hidden=6, width=8, solver=spec,
                                   diffusion=DiffusionSpec(kind=kind, integrator=integrator, **kw),
-                                  graph=GraphSpec(source="knn", knn_k=5, knn_k_scale=3))
+                                  graph=graph, **net_kw)
 
 
 def test_cdnet_split_and_drift_solve_the_same_equation():
@@ -131,5 +72,35 @@ def test_bad_diffusion_settings():
         DiffusionSpec(kind="heat")
     with pytest.raises(ConfigError, match="valid: krylov, chebyshev, implicit, explicit"):
         DiffusionSpec(method="lanczos")
-    with pytest.raises(ConfigError, match="graph source 'edges' needs a batch with an edge_index"):
-        COIN(4, 2)(features(5, 4))
+    with pytest.raises(ConfigError, match="graph source 'edges' needs a batch with edges"):
+        _cdnet("graph", graph=GraphSpec(source="edges"))(features(5, 4))
+    with pytest.raises(ConfigError, match=r"hidden_dropout must be in \[0, 1\)"):
+        ConvectionDiffusionNet(4, 3, hidden_dropout=1.0)
+    with pytest.raises(ConfigError, match="unknown activation 'swish'"):
+        ConvectionDiffusionNet(4, 3, encoder_activation="swish")
+
+
+def test_sparse_features_equal_dense_features():
+    x = features(24, 4)
+    x[x.abs() < 0.7] = 0.0
+    model = _cdnet("graph", "split", gamma=0.5, n_steps=4).eval()
+    torch.testing.assert_close(model(SparseMatrix.from_tensor(x)), model(x))
+
+
+def test_encoder_options():
+    """encoder_activation, hidden_dropout (training only) and time_input change the network as documented."""
+    x = features(24, 4)
+    base = _cdnet("none").eval()
+    relu = _cdnet("none", encoder_activation="relu").eval()
+    relu.load_state_dict(base.state_dict())
+    z = x @ base.encoder.weight.T + base.encoder.bias
+    torch.testing.assert_close(base.encode(x), torch.tanh(z))
+    torch.testing.assert_close(relu.encode(x), torch.relu(z))
+    dropped = _cdnet("none", hidden_dropout=0.5)
+    dropped.load_state_dict(base.state_dict())
+    torch.manual_seed(0)
+    h = dropped.train().encode(x)
+    assert ((h == 0) | torch.isclose(h, 2 * torch.tanh(z))).all() and (h == 0).any()
+    torch.testing.assert_close(dropped.eval()(x), base(x))
+    no_t = _cdnet("none", time_input=False)
+    assert no_t.velocity.first.in_features == base.velocity.first.in_features - 1

@@ -90,7 +90,7 @@ def test_stats_of_a_reporting_module_are_not_counted_twice():
 
 
 def test_diffusion_products_are_summed():
-    from cdflow.splitting import DiffusionStats
+    from cdflow.heat import DiffusionStats
     from cdflow.training.stats import diffusion_products
 
     net = torch.nn.Sequential(torch.nn.Linear(2, 2), torch.nn.Linear(2, 2))

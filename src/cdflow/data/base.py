@@ -22,7 +22,7 @@ from cdflow.graph import Graph
 from cdflow.sparse import SparseMatrix
 
 Batch = dict[str, torch.Tensor | None]
-BATCH_KEYS = ("x", "y", "train_mask", "val_mask", "test_mask", "edge_index")
+BATCH_KEYS = ("x", "y", "train_mask", "val_mask", "test_mask", "edge_index", "graph")
 
 
 class FullBatchDataset(Dataset):

@@ -134,18 +134,18 @@ class SGC(_Members):
         super().__init__()
         self.k, self.hops = k, hops
         self.lin = MemberLinear(k, in_features, num_classes)
-        self._cache: tuple[tuple[int, int], SparseMatrix] | None = None
+        self._cache: tuple[SparseMatrix, SparseMatrix, SparseMatrix] | None = None
 
     def smoothed(self, x: SparseMatrix, adj: SparseMatrix) -> SparseMatrix:
-        """S = Â^K x, cached for the same (x, Â)."""
-        key = (id(x), id(adj))
-        if self._cache is None or self._cache[0] != key:
+        """S = Â^K x, cached for the same (x, Â) objects (held by the cache, so a new object never takes
+        the address, and thus the cache entry, of a freed one)."""
+        if self._cache is None or self._cache[0] is not x or self._cache[1] is not adj:
             with torch.no_grad():
                 s = x.to_dense().to(self.lin.weight.dtype)
                 for _ in range(self.hops):
                     s = adj.mm(s)
-            self._cache = (key, SparseMatrix.from_tensor(s))
-        return self._cache[1]
+            self._cache = (x, adj, SparseMatrix.from_tensor(s))
+        return self._cache[2]
 
     def forward(self, x: SparseMatrix, adj: SparseMatrix) -> Tensor:
         return torch.log_softmax(self.lin.forward_shared(self.smoothed(x, adj)), dim=-1)

@@ -31,7 +31,7 @@ class WideResidual(torch.autograd.Function):
         active = list(range(k_members)) if active is None else list(active)
         out = w2t.new_zeros(k_members, w2t.shape[1], x.n_rows)
         saved: dict[tuple[int, int], Tensor] = {}
-        vals = x.vals.to(w1.dtype)
+        vals = x.ordered_values(False, w1.dtype)
         for k in active:
             for c in range(n_chunks):
                 z = WideResidual._hidden(x, vals, w1, b1, k, c)
@@ -60,7 +60,7 @@ class WideResidual(torch.autograd.Function):
         gw1, gb1, gw2t = torch.empty_like(w1), torch.empty_like(b1), torch.empty_like(w2t)
         for k in set(range(k_members)) - set(ctx.active):
             gw1[k].zero_(), gb1[k].zero_(), gw2t[k].zero_()
-        vals, t_vals = x.vals.to(w1.dtype), x.vals.to(w1.dtype)[x.perm]
+        vals, t_vals = x.ordered_values(False, w1.dtype), x.ordered_values(True, w1.dtype)
         for k in ctx.active:
             g = grad[:, k].contiguous()
             for c in range(n_chunks):

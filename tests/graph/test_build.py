@@ -1,4 +1,4 @@
-"""Tests of cdflow.graph: Laplacian kinds against dense formulas, kNN graphs against brute force."""
+"""Tests of cdflow.graph.build: Laplacian kinds against dense formulas, kNN graphs against brute force."""
 
 from __future__ import annotations
 

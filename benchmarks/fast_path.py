@@ -1,0 +1,138 @@
+"""The paper's graph model through the framework's main path: `cdflow fit` against the library's plain loop.
+
+Rows:
+
+* **coin_cora_fit** — `cdflow fit --config experiments/configs/coin_cora.yaml` (Cora, random split of seed 0,
+  COIN seed 0, the paper's rule), run as a user runs it (a fresh process, W&B off, CSV metrics), against the
+  research loop: `cdflow.training.fit_members` on the same split, seed and rule, in this process. Milliseconds
+  per epoch of each (cdflow: the fit time the run reports — data set-up, first-batch work and the final
+  checkpoint included — over its epochs; loop: its wall time over its epochs), their ratio (goal ≤ 1.5), the
+  test accuracies (goal: equal within 0.5 points) and the whole command's wall time (goal < 15 s). The two
+  are interleaved, `repeats` times each after one warm-up of each.
+* **members** — `--model.members K` (K = 20; quick: 4) against K separate `cdflow fit` runs of members'
+  seeds (`--model.model.init_args.seed k`), wall time of the whole commands, start-up included (goal ≥ 3×),
+  and the largest difference between a member's test accuracy and its separate run's (goal ≤ 0.5 points).
+"""
+
+from __future__ import annotations
+
+import csv
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+from benchmarks.common import Row, median_spread
+
+ROOT = Path(__file__).resolve().parents[1]
+CONFIG = ROOT / "experiments" / "configs" / "coin_cora.yaml"
+
+
+def _cdflow(args: list[str], root: Path) -> dict:
+    """Run `cdflow fit --config coin_cora.yaml ARGS` in a fresh process; its wall time, reported fit time and
+    epochs, and its test metrics (from the run's CSV log)."""
+    env = {**os.environ, "WANDB_MODE": "disabled", "OMP_WAIT_POLICY": "PASSIVE"}
+    cmd = [str(Path(sys.executable).parent / "cdflow"), "fit", "--config", str(CONFIG),
+           "--trainer.enable_progress_bar", "false", "--trainer.default_root_dir", str(root), *args]
+    start = time.perf_counter()
+    proc = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=ROOT)
+    wall = time.perf_counter() - start
+    if proc.returncode != 0:
+        raise RuntimeError(f"cdflow fit failed ({proc.returncode}): {proc.stderr[-2000:]}")
+    fit_line = next(line for line in proc.stdout.splitlines() if line.strip().startswith("fit:"))
+    words = fit_line.split()
+    epochs, fit_s = int(words[1]), float(words[-2])
+    rows = list(csv.DictReader(open(next(root.glob("csv/version_*/metrics.csv")))))
+    test = next(r for r in reversed(rows) if r.get("test/acc"))
+    accs = {k: float(v) for k, v in test.items() if k.startswith("test/acc_member") and v}
+    return {"wall_s": wall, "fit_s": fit_s, "epochs": epochs, "test_acc": float(test["test/acc"]),
+            "member_accs": [accs[k] for k in sorted(accs)] or [float(test["test/acc"])]}
+
+
+def _research_loop() -> dict:
+    """The library's plain loop on the config's data, split, seed and rule."""
+    from cdflow.data.modules import GraphDataModule
+    from cdflow.models import COIN
+    from cdflow.models.layers import member_nll
+    from cdflow.training import MemberTraining, StoppingRule, fit_members
+
+    dm = GraphDataModule("cora", split="random", seed=0)
+    dm.setup()
+    b = dm.batch
+    x, graph, y = b["x"], b["graph"], b["y"]
+    idx = {k: b[f"{k}_mask"].nonzero().flatten() for k in ("train", "val", "test")}
+    model = COIN(1433, 7, tau=0.35, n_steps=20, integrator="explicit", seed=0)
+
+    def acc(out: torch.Tensor, part: str) -> torch.Tensor:
+        return (out[idx[part]].argmax(-1) == y[idx[part]][:, None]).float().mean(0)
+
+    def forward() -> torch.Tensor:
+        return model(x, graph)[:, None]
+
+    fit = fit_members(model, forward, lambda o: member_nll(o, y, idx["train"]),
+                      lambda o: (member_nll(o, y, idx["val"]), acc(o, "val")),
+                      MemberTraining(lr=0.01, weight_decay=5e-4, rule=StoppingRule(patience=50)), deterministic=True)
+    with torch.no_grad():
+        test = float(acc(forward(), "test")[0])
+    return {"wall_s": fit.wall_s, "epochs": fit.epochs, "test_acc": test}
+
+
+def _coin_rows(quick: bool) -> list[Row]:
+    repeats = 1 if quick else 3
+    fits, loops = [], []
+    with tempfile.TemporaryDirectory() as tmp:
+        for rnd in range(repeats + 1):  # round 0 is the warm-up of both
+            fit = _cdflow([], Path(tmp) / f"fit{rnd}")
+            loop = _research_loop()
+            if rnd > 0:
+                fits.append(fit)
+                loops.append(loop)
+    fit_ms = [1e3 * f["fit_s"] / f["epochs"] for f in fits]
+    loop_ms = [1e3 * r["wall_s"] / r["epochs"] for r in loops]
+    ratios = [a / b for a, b in zip(fit_ms, loop_ms)]
+    ratio, spread = median_spread(ratios)
+    gap = max(abs(f["test_acc"] - r["test_acc"]) for f, r in zip(fits, loops)) * 100
+    walls = [f["wall_s"] for f in fits]
+    extra = {"cdflow_ms_per_epoch": fit_ms, "loop_ms_per_epoch": loop_ms, "cdflow_epochs": [f["epochs"] for f in fits],
+             "loop_epochs": [r["epochs"] for r in loops], "cdflow_test_acc": [f["test_acc"] for f in fits],
+             "loop_test_acc": [r["test_acc"] for r in loops], "command_wall_s": walls,
+             "threads": torch.get_num_threads()}
+    spread_max = max(spread, (max(ratios) - min(ratios)) / 2)
+    return [
+        Row("fast_path", "cdflow fit coin_cora.yaml vs library loop, ms/epoch", "time ratio", ratio, "x",
+            spread=spread_max, goal="≤ 1.5", met=max(ratios) <= 1.5, extra=extra),
+        Row("fast_path", "cdflow fit coin_cora.yaml vs library loop, test accuracy", "largest gap", gap, "points",
+            goal="≤ 0.5", met=gap <= 0.5, extra=extra),
+        Row("fast_path", "cdflow fit coin_cora.yaml, whole command", "wall time", statistics.median(walls), "s",
+            spread=(max(walls) - min(walls)) / 2, goal="< 15 s", met=max(walls) < 15, extra=extra),
+    ]
+
+
+def _member_rows(quick: bool) -> list[Row]:
+    k = 4 if quick else 20
+    with tempfile.TemporaryDirectory() as tmp:
+        together = _cdflow(["--model.members", str(k)], Path(tmp) / "together")
+        separate = [_cdflow(["--model.model.init_args.seed", str(i)], Path(tmp) / f"seed{i}") for i in range(k)]
+    sep_wall = sum(r["wall_s"] for r in separate)
+    speedup = sep_wall / together["wall_s"]
+    gaps = [abs(a - r["test_acc"]) * 100 for a, r in zip(together["member_accs"], separate)]
+    extra = {"together_wall_s": together["wall_s"], "separate_wall_s": [r["wall_s"] for r in separate],
+             "member_test_acc": together["member_accs"], "separate_test_acc": [r["test_acc"] for r in separate],
+             "together_epochs": together["epochs"], "separate_epochs": [r["epochs"] for r in separate]}
+    return [
+        Row("fast_path", f"--model.members {k} vs {k} separate cdflow fit runs (start-up included)", "speed-up",
+            speedup, "x", goal="≥ 3", met=speedup >= 3, extra=extra),
+        Row("fast_path", f"--model.members {k} vs separate runs, per-member test accuracy", "largest gap",
+            max(gaps), "points", goal="≤ 0.5", met=max(gaps) <= 0.5, extra=extra),
+    ]
+
+
+def run(quick: bool, device: torch.device) -> list[Row]:
+    if device.type != "cpu":
+        return []  # the configs and the comparison are CPU runs; the GPU rows are the other benchmarks'
+    return _coin_rows(quick) + _member_rows(quick)

@@ -1,0 +1,179 @@
+"""cdflow.sparse.SparseMatrix: products and gradients against dense algebra (also w.r.t. the values), the
+transpose, the per-member products, and dropout on the non-zeros (unbiased, independent per member)."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from cdflow.errors import DataError
+from cdflow.models.layers import keep_mask
+from cdflow.sparse import SparseMatrix
+
+F64 = torch.float64
+
+
+def bag_of_words(n: int = 40, f: int = 30, seed: int = 0) -> torch.Tensor:
+    """Binary, row-normalised sparse features (about 15% non-zero, one empty row and one empty column)."""
+    gen = torch.Generator().manual_seed(seed)
+    x = (torch.rand(n, f, generator=gen) < 0.15).to(F64)
+    x[3] = 0.0
+    x[:, 7] = 0.0
+    return x / x.sum(1, keepdim=True).clamp_min(1.0)
+
+
+def _entries(a: SparseMatrix, vals: torch.Tensor) -> torch.Tensor:
+    """The dense matrix with a's pattern and the given values, by plain autograd."""
+    return torch.zeros(a.shape, dtype=vals.dtype).index_put((a.row_ids(), a.cols), vals, accumulate=True)
+
+
+@pytest.mark.filterwarnings("ignore:Sparse CSR tensor support is in beta state")
+def test_construction_and_conversion() -> None:
+    x = bag_of_words()
+    for given in (x, x.to_sparse(), x.to_sparse_csr()):
+        a = SparseMatrix.from_tensor(given)
+        assert a.shape == (40, 30) and a.nnz == int((x != 0).sum()) and a.dtype == F64
+        torch.testing.assert_close(a.to_dense(), x, rtol=0, atol=0)
+        torch.testing.assert_close(a.to_torch().to_dense(), x, rtol=0, atol=0)
+    a = SparseMatrix.from_tensor(x)
+    torch.testing.assert_close(a.row_sums(), x.sum(1), rtol=1e-15, atol=0)
+    sq = SparseMatrix.from_tensor(x[:30])
+    torch.testing.assert_close(sq.diagonal(), torch.diagonal(x[:30]), rtol=0, atol=0)
+    assert a.to(F64) is a
+    a32 = a.to(torch.float32)
+    assert a32.dtype == torch.float32 and a32.cols is a.cols
+    torch.testing.assert_close(a.with_values(2 * a.vals).to_dense(), 2 * x, rtol=0, atol=0)
+    # from_coo in any order equals the coalesced build
+    row, col = x.nonzero().T
+    perm = torch.randperm(row.numel(), generator=torch.Generator().manual_seed(1))
+    b = SparseMatrix.from_coo(row[perm], col[perm], x[row, col][perm], (40, 30))
+    torch.testing.assert_close(b.to_dense(), x, rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("width", [5, 300])
+def test_products_and_weight_gradients_match_dense(width: int) -> None:
+    x = bag_of_words()
+    a = SparseMatrix.from_tensor(x)
+    w = torch.randn(30, width, dtype=F64, requires_grad=True)
+    g = torch.randn(40, width, dtype=F64)
+    (a.mm(w) * g).sum().backward()
+    torch.testing.assert_close(a.mm(w.detach()), x @ w.detach())
+    torch.testing.assert_close(w.grad, x.t() @ g)
+    torch.testing.assert_close(a @ w.detach(), a.mm(w.detach()), rtol=0, atol=0)
+
+
+def test_matmul_over_the_first_axis() -> None:
+    x = bag_of_words()
+    a = SparseMatrix.from_tensor(x)
+    v = torch.randn(30, dtype=F64)
+    torch.testing.assert_close(a @ v, x @ v)
+    w3 = torch.randn(30, 4, 5, dtype=F64)
+    torch.testing.assert_close(a @ w3, torch.einsum("nf,fkc->nkc", x, w3))
+    torch.testing.assert_close(a @ w3.float(), (x @ w3.reshape(30, -1)).reshape(40, 4, 5).float())
+    with pytest.raises(DataError, match=r"A is \[40, 30\]"):
+        a.mm(torch.zeros(29, 2, dtype=F64))
+
+
+def test_gradcheck_weights_and_values() -> None:
+    a = SparseMatrix.from_tensor(bag_of_words(12, 9, seed=2))
+    w = torch.randn(9, 4, dtype=F64, requires_grad=True)
+    vals = a.vals.clone().requires_grad_()
+    torch.autograd.gradcheck(lambda w_, v_: a.with_values(v_).mm(w_), (w, vals))
+
+
+def test_value_gradients_match_dense_autograd() -> None:
+    """Ā_e = ⟨Ȳ_row(e), W_col(e)⟩, against the dense matrix built from the same leaf values."""
+    a = SparseMatrix.from_tensor(bag_of_words())
+    w = torch.randn(30, 6, dtype=F64)
+    g = torch.randn(40, 6, dtype=F64)
+    grads = []
+    for dense in (False, True):
+        vals = a.vals.clone().requires_grad_()
+        out = _entries(a, vals) @ w if dense else a.with_values(vals) @ w
+        (out * g).sum().backward()
+        grads.append(vals.grad)
+    torch.testing.assert_close(grads[0], grads[1], rtol=1e-13, atol=1e-13)
+
+
+def test_transpose() -> None:
+    x = bag_of_words()
+    a = SparseMatrix.from_tensor(x)
+    t = a.transpose()
+    assert t.shape == (30, 40) and t.nnz == a.nnz
+    torch.testing.assert_close(t.to_dense(), x.T, rtol=0, atol=0)
+    torch.testing.assert_close(t.transpose().to_dense(), x, rtol=0, atol=0)
+    g = torch.randn(40, 3, dtype=F64)
+    torch.testing.assert_close(t @ g, x.T @ g)
+    # products with the transpose differentiate w.r.t. the original values
+    w = torch.randn(40, 3, dtype=F64)
+    grads = []
+    for dense in (False, True):
+        vals = a.vals.clone().requires_grad_()
+        out = _entries(a, vals).T @ w if dense else a.with_values(vals).transpose() @ w
+        (out * torch.arange(90, dtype=F64).view(30, 3)).sum().backward()
+        grads.append(vals.grad)
+    torch.testing.assert_close(grads[0], grads[1], rtol=1e-13, atol=1e-13)
+    # and w.r.t. the operand
+    torch.autograd.gradcheck(lambda z: t.mm(z), (torch.randn(40, 2, dtype=F64, requires_grad=True),))
+
+
+def test_mm_stacked() -> None:
+    x = bag_of_words()
+    a = SparseMatrix.from_tensor(x)
+    w = torch.randn(3, 30, 4, dtype=F64, requires_grad=True)
+    out = a.mm_stacked(w)
+    torch.testing.assert_close(out, torch.einsum("nf,kfh->nkh", x, w))
+    g = torch.randn(40, 3, 4, dtype=F64)
+    (out * g).sum().backward()
+    torch.testing.assert_close(w.grad, torch.einsum("nf,nkh->kfh", x, g))
+
+
+def test_mm_stacked_dropout_equals_the_masked_dense_product() -> None:
+    """Member k sees A with its own mask on the non-zeros (drawn as keep_mask((K, nnz), p)): outputs and
+    weight gradients equal the dense products with the same masks."""
+    x = bag_of_words()
+    a = SparseMatrix.from_tensor(x)
+    p, k = 0.4, 3
+    w = torch.randn(k, 30, 4, dtype=F64, requires_grad=True)
+    g = torch.randn(40, k, 4, dtype=F64)
+    torch.manual_seed(7)
+    out = a.mm_stacked_dropout(w, p)
+    (out * g).sum().backward()
+    torch.manual_seed(7)
+    keep = keep_mask((k, a.nnz), p)
+    w_ref = w.detach().clone().requires_grad_()
+    ref = torch.stack([_entries(a, a.vals * keep[m] / (1 - p)) @ w_ref[m] for m in range(k)], dim=1)
+    (ref * g).sum().backward()
+    torch.testing.assert_close(out, ref, rtol=1e-13, atol=1e-13)
+    torch.testing.assert_close(w.grad, w_ref.grad, rtol=1e-13, atol=1e-13)
+    assert not torch.equal(keep[0], keep[1])
+
+
+def test_mm_stacked_dropout_is_independent_per_member_and_unbiased() -> None:
+    x = bag_of_words().float()
+    a = SparseMatrix.from_tensor(x)
+    torch.manual_seed(0)
+    w = torch.randn(3, 30, 4)
+    same = torch.stack([w[0]] * 3)
+    out = a.mm_stacked_dropout(same, 0.5)
+    assert out.shape == (40, 3, 4)
+    assert not torch.allclose(out[:, 0], out[:, 1]) and not torch.allclose(out[:, 1], out[:, 2])
+    # evaluation mode and p = 0 are the plain product
+    plain = torch.einsum("nf,kfh->nkh", x, w)
+    torch.testing.assert_close(a.mm_stacked_dropout(w, 0.5, training=False), plain)
+    torch.testing.assert_close(a.mm_stacked_dropout(w, 0.0), plain)
+    # unbiased: the Monte Carlo mean is within 5 standard errors of x W, element by element
+    draws = torch.stack([a.mm_stacked_dropout(w, 0.5) for _ in range(400)]).double()
+    se = draws.std(0) / 400**0.5
+    err = (draws.mean(0) - plain.double()).abs()
+    assert (err <= 5 * se + 1e-6).all(), f"max error/SE {(err / (se + 1e-12)).max():.1f}"
+
+
+def test_bad_entries() -> None:
+    with pytest.raises(DataError, match="outside the 3×3 shape"):
+        SparseMatrix.from_coo(torch.tensor([0, 3]), torch.tensor([0, 1]), torch.ones(2), (3, 3))
+    with pytest.raises(DataError, match="2-D"):
+        SparseMatrix.from_tensor(torch.ones(3))
+    a = SparseMatrix.from_tensor(torch.eye(3))
+    with pytest.raises(DataError, match="expected 3 values"):
+        a.with_values(torch.ones(4))
