@@ -17,6 +17,7 @@ Rows:
 from __future__ import annotations
 
 import csv
+import json
 import os
 import statistics
 import subprocess
@@ -55,7 +56,21 @@ def _cdflow(args: list[str], root: Path) -> dict:
 
 
 def _research_loop() -> dict:
-    """The library's plain loop on the config's data, split, seed and rule."""
+    """The library's loop in a fresh process set up as the protocol runner sets up its workers."""
+    env = {**os.environ, "OMP_WAIT_POLICY": "PASSIVE"}
+    proc = subprocess.run([sys.executable, "-m", "benchmarks.fast_path", "--loop"], capture_output=True, text=True,
+                          env=env, cwd=ROOT)
+    if proc.returncode != 0:
+        raise RuntimeError(f"the library loop failed ({proc.returncode}): {proc.stderr[-2000:]}")
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def _research_loop_here() -> dict:
+    """The library's plain loop on the config's data, split, seed and rule (with `keep_freed_memory`, as the
+    protocol runner's workers and `cdflow fit`)."""
+    from cdflow.training.alloc import keep_freed_memory
+
+    keep_freed_memory()
     from cdflow.data.modules import GraphDataModule
     from cdflow.models import COIN
     from cdflow.models.layers import member_nll
@@ -136,3 +151,7 @@ def run(quick: bool, device: torch.device) -> list[Row]:
     if device.type != "cpu":
         return []  # the configs and the comparison are CPU runs; the GPU rows are the other benchmarks'
     return _coin_rows(quick) + _member_rows(quick)
+
+
+if __name__ == "__main__" and sys.argv[1:] == ["--loop"]:
+    print(json.dumps(_research_loop_here()))

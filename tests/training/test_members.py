@@ -1,0 +1,191 @@
+"""Many initialisations and the paper's stopping rule on the main path (`ContinuousDepthClassifier` +
+`MemberEarlyStopping`), held against the library's plain loop (`fit_members`) on a small stochastic block
+model: the same weights are evaluated, the same members stop at the same evaluations, the same states return."""
+
+from __future__ import annotations
+
+import lightning as L
+import pytest
+import torch
+
+from cdflow.data.base import CdflowDataModule
+from cdflow.errors import ConfigError
+from cdflow.models import COIN, ConvectionDiffusionNet, DiffResNet, DiffusionSpec
+from cdflow.models.layers import member_nll
+from cdflow.training import (
+    ContinuousDepthClassifier,
+    MemberEarlyStopping,
+    MemberStopping,
+    MemberTraining,
+    StoppingRule,
+    fit_members,
+    member_views,
+)
+
+N, F, C = 120, 30, 3
+
+
+class SBM(CdflowDataModule):
+    """3 communities of 40 nodes, dense intra / sparse inter edges, noisy bag-of-words features."""
+
+    def __init__(self, seed: int = 0, sparse_features: bool = True) -> None:
+        super().__init__(transductive=True)
+        self.num_features, self.num_classes, self.input_shape = F, C, (F,)
+        self.seed, self.sparse = seed, sparse_features
+
+    def setup(self, stage: str | None = None) -> None:
+        if self.batch is not None:
+            return
+        gen = torch.Generator().manual_seed(self.seed)
+        y = torch.arange(N) % C
+        same = y[:, None] == y[None, :]
+        p = torch.where(same, torch.tensor(0.15), torch.tensor(0.01))
+        adj = torch.triu((torch.rand(N, N, generator=gen) < p).float(), 1)
+        ei = (adj + adj.T).nonzero().T.contiguous()
+        x = (torch.rand(N, F, generator=gen) < 0.1).float()
+        x[torch.arange(N), y * 3 + torch.randint(0, 3, (N,), generator=gen)] = 1.0  # weak class signal
+        x = x / x.sum(1, keepdim=True)
+        perm = torch.randperm(N, generator=gen)
+        masks = [torch.zeros(N, dtype=torch.bool) for _ in range(3)]
+        masks[0][perm[:15]], masks[1][perm[15:45]], masks[2][perm[45:]] = True, True, True
+        self.set_batch({"x": x, "y": y, "train_mask": masks[0], "val_mask": masks[1], "test_mask": masks[2],
+                        "edge_index": ei}, sparse_features=self.sparse)
+
+
+def _fit_lightning(tmp_path, net, members=1, patience=5, validate_on_train_forward=True, max_epochs=300):
+    dm = SBM()
+    module = ContinuousDepthClassifier(C, (F,), model=net, members=members, lr=0.01, weight_decay=5e-4,
+                                       validate_on_train_forward=validate_on_train_forward)
+    stopper = MemberEarlyStopping(patience=patience)
+    trainer = L.Trainer(default_root_dir=tmp_path, logger=False, enable_progress_bar=False, enable_model_summary=False,
+                        enable_checkpointing=False, max_epochs=max_epochs, callbacks=[stopper],
+                        limit_val_batches=0 if validate_on_train_forward else 1.0,
+                        num_sanity_val_steps=0 if validate_on_train_forward else 1)
+    trainer.fit(module, datamodule=dm)
+    return module, stopper, trainer, dm
+
+
+def _fit_loop(net, dm, members=1, patience=5, deterministic=True, max_epochs=300):
+    b = dm.batch
+    idx = {k: b[f"{k}_mask"].nonzero().flatten() for k in ("train", "val", "test")}
+    y = b["y"]
+
+    def forward():
+        out = net(b["x"], b["graph"])
+        return out if out.ndim == 3 else out[:, None]
+
+    def acc(out, part):
+        return (out[idx[part]].argmax(-1) == y[idx[part]][:, None]).float().mean(0)
+
+    fit = fit_members(net, forward, lambda o: member_nll(o, y, idx["train"]),
+                      lambda o: (member_nll(o, y, idx["val"]), acc(o, "val")),
+                      MemberTraining(lr=0.01, weight_decay=5e-4, max_epochs=max_epochs, rule=StoppingRule(patience)),
+                      deterministic=deterministic, members=members)
+    return fit
+
+
+def _flat(net):
+    return torch.cat([p.detach().reshape(-1) for p in net.parameters()])
+
+
+def test_cdflow_fit_equals_the_library_loop_for_coin(tmp_path):
+    """Same data, seed and rule: the Lightning path evaluates the same weights, stops each member at the same
+    evaluation and restores the same best weights as `fit_members`."""
+    module, stopper, trainer, dm = _fit_lightning(tmp_path, COIN(F, C, tau=0.2, n_steps=5, seed=3), members=3)
+    loop_net = COIN(F, C, tau=0.2, n_steps=5, seed=3, members=3)
+    fit = _fit_loop(loop_net, dm, members=3)
+    assert module.restored_best
+    assert torch.equal(stopper.state.best_epoch, fit.stopping.best_epoch)
+    assert torch.equal(stopper.state.stopped_at, fit.stopping.stopped_at)
+    assert stopper.state.all_stopped and fit.stopping.all_stopped
+    assert stopper.state.evaluations == fit.epochs  # one evaluation per epoch, the initial weights included
+    torch.testing.assert_close(_flat(module.net), _flat(loop_net), rtol=1e-5, atol=1e-6)
+
+
+def test_members_equal_separate_runs(tmp_path):
+    """Member k of `members=3` trains as a one-member run seeded seed + k (members never mix). Compared after
+    30 epochs without stopping: over a long plateau, rounding differences of the wider products can move a
+    best epoch by one."""
+    kw = dict(patience=1000, max_epochs=30)
+    together, _, _, _ = _fit_lightning(tmp_path / "k3", COIN(F, C, tau=0.2, n_steps=5, seed=0), members=3, **kw)
+    for k in range(3):
+        alone, _, _, _ = _fit_lightning(tmp_path / f"s{k}", COIN(F, C, tau=0.2, n_steps=5, seed=k), **kw)
+        mine = [v.detach() for v in member_views(together.net, 3)[k]]
+        theirs = [v.detach() for v in member_views(alone.net, 1)[0]]
+        for a, b in zip(mine, theirs):
+            torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5)
+
+
+def test_validation_loop_path_equals_the_loop_with_dropout(tmp_path):
+    """With dropout the callback scores an evaluation forward after every epoch and θ₀ in the sanity check:
+    the evaluated sequence is the loop's (non-deterministic mode), so best and stop epochs agree when the
+    dropout masks are drawn alike; here p = 0 in the diffusion keeps both runs on the same random stream."""
+    torch.manual_seed(0)
+    net = DiffResNet(F, C, tau=0.2, n_steps=4, dropout=0.0, seed=1)
+    module, stopper, trainer, dm = _fit_lightning(tmp_path, net, validate_on_train_forward=False)
+    loop_net = DiffResNet(F, C, tau=0.2, n_steps=4, dropout=0.0, seed=1)
+    fit = _fit_loop(loop_net, dm, deterministic=False)
+    assert torch.equal(stopper.state.best_epoch, fit.stopping.best_epoch)
+    assert stopper.state.evaluations == fit.epochs
+    torch.testing.assert_close(_flat(module.net), _flat(loop_net), rtol=1e-5, atol=1e-6)
+
+
+def test_validate_on_train_forward_is_refused_with_dropout():
+    with pytest.raises(ConfigError, match="deterministic"):
+        ContinuousDepthClassifier(C, (F,), model=DiffResNet(F, C, dropout=0.3), validate_on_train_forward=True)
+
+
+def test_stopped_members_get_no_update(tmp_path):
+    """A member that has stopped keeps its weights: Σ over running members only, and COIN skips its work."""
+    net = COIN(F, C, tau=0.2, n_steps=5, members=2)
+    module = ContinuousDepthClassifier(C, (F,), model=net, members=2, validate_on_train_forward=True)
+    module.member_running = torch.tensor([True, False])
+    dm = SBM()
+    dm.setup()
+    before = [v.detach().clone() for v in member_views(module.net, 2)[1]]
+    opt = torch.optim.SGD(module.parameters(), lr=0.1)
+    loss = module.training_step(dm.batch, 0)
+    loss.backward()
+    opt.step()
+    for a, b in zip(before, member_views(module.net, 2)[1]):
+        assert torch.equal(a, b.detach())
+
+
+def test_generic_network_is_stacked_by_members(tmp_path):
+    """A network without a member axis gets `Members`: K independent copies, each re-initialised."""
+    net = ConvectionDiffusionNet(F, C, hidden=8, width=8, diffusion=DiffusionSpec(kind="graph", integrator="drift"))
+    module = ContinuousDepthClassifier(C, (F,), model=net, members=3)
+    copies = module.net.models
+    assert len(copies) == 3 and copies[0] is net
+    assert not torch.equal(copies[0].encoder.weight, copies[1].encoder.weight)
+    dm = SBM()
+    dm.setup()
+    out = module(dm.batch["x"], dm.batch["graph"])
+    assert out.shape == (N, 3, C)
+    torch.testing.assert_close(out[:, 1], copies[1](dm.batch["x"], dm.batch["graph"]))
+
+
+def test_member_stopping_rule_strict_and_ties():
+    """The counter resets on a strict improvement of loss or accuracy; with improve_on_tie a tie counts."""
+    w = [torch.zeros(2, 1)]
+    views = [[w[0][0]], [w[0][1]]]
+    strict, ties = MemberStopping(views, StoppingRule(2)), MemberStopping(views, StoppingRule(2, improve_on_tie=True))
+    for epoch, (loss, acc) in enumerate([((1.0, 1.0), (0.5, 0.5)), ((1.0, 1.0), (0.5, 0.5)),
+                                         ((1.0, 1.0), (0.5, 0.5))]):
+        strict.update(torch.tensor(loss), torch.tensor(acc), epoch)
+        ties.update(torch.tensor(loss), torch.tensor(acc), epoch)
+    assert strict.all_stopped and int(strict.stopped_at[0]) == 2 and int(strict.best_epoch[0]) == 0
+    assert not ties.all_stopped and int(ties.best_epoch[0]) == 2
+    nan = MemberStopping([[torch.zeros(1)]], StoppingRule(1))
+    assert not bool(nan.update(torch.tensor([float("nan")]), torch.tensor([1.0]), 0)[0])  # non-finite never improves
+
+
+def test_edges_are_the_default_graph_and_the_run_says_so(tmp_path, capsys):
+    """`--model.diffusion.kind graph` on data with edges diffuses over those edges (GraphSpec source auto)."""
+    dm = SBM()
+    module = ContinuousDepthClassifier(C, (F,), hidden=8, width=8, diffusion=DiffusionSpec(kind="graph"))
+    trainer = L.Trainer(default_root_dir=tmp_path, logger=False, enable_progress_bar=False, enable_model_summary=False,
+                        enable_checkpointing=False, max_epochs=1, num_sanity_val_steps=0)
+    trainer.fit(module, datamodule=dm)
+    assert "diffusing over the edges graph" in capsys.readouterr().out
+    assert module.net.last_graph.startswith("edges graph")
