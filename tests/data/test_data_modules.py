@@ -12,8 +12,8 @@ from torch import nn
 import cdflow.data.modules as modules
 from cdflow.data import DigitsDataModule, GraphDataModule, MNISTDataModule, ToyDataModule
 from cdflow.data.base import BATCH_KEYS
-from cdflow.sparse import SparseMatrix
 from cdflow.errors import ConfigError, DataError
+from cdflow.sparse import SparseMatrix
 
 
 def _only_batch(loader: torch.utils.data.DataLoader) -> dict:

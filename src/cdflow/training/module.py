@@ -23,12 +23,12 @@ from torchmetrics.classification import MulticlassAccuracy
 
 from cdflow.errors import ConfigError, DataError, SolverError
 from cdflow.graph import Graph
-from cdflow.sparse import SparseMatrix
 from cdflow.models.cdnet import ConvectionDiffusionNet
 from cdflow.models.diffusion_spec import DiffusionSpec
 from cdflow.models.graph_source import GraphSpec
 from cdflow.models.members import Members
 from cdflow.solvers import SolverSpec
+from cdflow.sparse import SparseMatrix
 from cdflow.training.distributed import fold_rank
 from cdflow.training.fault import (
     FailureGuard,

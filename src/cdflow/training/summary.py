@@ -51,7 +51,8 @@ def run_summary(
         if tested_ckpt:
             weights = f"best checkpoint {_rel(tested_ckpt)}"
         else:
-            weights = "each member's best weights, restored by MemberEarlyStopping" if restored_best else "final weights"
+            restored = "each member's best weights, restored by MemberEarlyStopping"
+            weights = restored if restored_best else "final weights"
         lines.append(f"  test:        {shown}  ({weights})")
         if members:
             accs = [members[k] for k in sorted(members)]
