@@ -21,7 +21,7 @@ from cdflow.errors import DataError
 __all__ = ["BLOCK_BYTES", "SparseMatrix"]
 
 #: operand bytes per block of a cache-blocked product (see `SparseMatrix.product`); at most MAX_BLOCKS blocks
-BLOCK_BYTES = 4 * 2**20
+BLOCK_BYTES = 16 * 2**20
 MAX_BLOCKS = 16
 
 
@@ -166,7 +166,8 @@ class SparseMatrix:
         """A W (or Aᵀ W) without autograd, by embedding-bag sums; `vals` replaces the stored values (in row
         order). An operand larger than `BLOCK_BYTES` is cache-blocked: its rows are split into a power of two
         of blocks (at most `MAX_BLOCKS`) and the partial products added, so that the random gathers of a large
-        graph hit the cache (L @ X at 10⁶ nodes and 7 columns: 109 ms against 376 ms unblocked on this CPU)."""
+        graph hit the cache (L @ X at 10⁶ nodes and 7 columns, 2 blocks: 44 ms against 84 ms unblocked on this
+        2-core CPU)."""
         w = w.detach()
         if w.stride(-1) != 1:
             w = w.contiguous()

@@ -62,7 +62,7 @@ class Laplacian:
     graph): products then differentiate w.r.t. them.
     """
 
-    __slots__ = ("_matrix", "_kind", "_source", "_symmetric", "_bound", "_transpose")
+    __slots__ = ("_matrix", "_kind", "_source", "_symmetric", "_bound", "_transpose", "_steps")
 
     def __init__(self, matrix: SparseMatrix, *, kind: str, source: str, symmetric: bool) -> None:
         if matrix.n_rows != matrix.n_cols:
@@ -70,7 +70,8 @@ class Laplacian:
         if not bool(torch.isfinite(matrix.vals.detach()).all()):
             raise DataError("the Laplacian has non-finite entries; rebuild it from finite weights")
         for name, value in (("_matrix", matrix), ("_kind", kind), ("_source", source),
-                            ("_symmetric", bool(symmetric)), ("_bound", None), ("_transpose", None)):
+                            ("_symmetric", bool(symmetric)), ("_bound", None), ("_transpose", None),
+                            ("_steps", {})):
             object.__setattr__(self, name, value)
 
     def __setattr__(self, name: str, value: object) -> None:
@@ -212,6 +213,23 @@ class Laplacian:
             object.__setattr__(self, "_transpose", Laplacian(self._matrix.transpose(), kind=self._kind,
                                                              source=self._source, symmetric=False))
         return self._transpose
+
+    def step_matrix(self, tau: float) -> SparseMatrix:
+        """I − τL, the explicit Euler step of dx/dt = −Lx as one matrix (one product per step instead of a
+        product and an update); built once per τ on this object (at most 8 kept)."""
+        tau = float(tau)
+        if tau not in self._steps:
+            if len(self._steps) >= 8:
+                self._steps.pop(next(iter(self._steps)))
+            m = self._matrix
+            n = self.num_nodes
+            vals = m.vals.detach()
+            diag = torch.arange(n, device=vals.device)
+            idx = torch.cat([torch.stack([m.row_ids(), m.cols]), torch.stack([diag, diag])], dim=1)
+            coo = torch.sparse_coo_tensor(idx, torch.cat([-tau * vals, vals.new_ones(n)]), (n, n),
+                                          check_invariants=False).coalesce()
+            self._steps[tau] = SparseMatrix.from_tensor(coo)
+        return self._steps[tau]
 
     def degrees(self) -> Tensor:
         """diag(L) [N]: the weighted degrees for L = D − A (1 on non-isolated nodes for normalised kinds)."""

@@ -23,7 +23,7 @@ DROPOUT_BLOCK = 128
 
 
 def _step(x: Tensor, lap: Laplacian, tau: float | Tensor) -> Tensor:
-    """x − τ L x."""
+    """x − τ L x (a learnable τ, or a Laplacian with learnable weights: autograd through both)."""
     if isinstance(tau, Tensor):
         return x - tau * (lap @ x)
     return torch.add(x, lap @ x, alpha=-tau)
@@ -53,9 +53,13 @@ def explicit_diffusion(
         if lap.requires_grad:
             raise ConfigError("dropout diffusion on a Laplacian with learnable weights is not supported")
         x2 = _DropoutDiffusion.apply(x2, lap, float(tau), n_steps, float(dropout), check_steps(block, "block"))
-    else:
+    elif isinstance(tau, Tensor) or lap.requires_grad:
         for _ in range(n_steps):
             x2 = _step(x2, lap, tau)
+    else:  # one product with the step matrix I − τL per step (built once per Laplacian and τ)
+        step = lap.step_matrix(float(tau))
+        for _ in range(n_steps):
+            x2 = step @ x2
     out = finish(x2, was_1d)
     return out.reshape(shape), DiffusionStats(products=n_steps, substeps=n_steps)
 
@@ -67,6 +71,7 @@ class _DropoutDiffusion(torch.autograd.Function):
     def forward(ctx, x0, lap, tau, n_steps, p, block):  # type: ignore[override]
         from cdflow.models.layers import keep_mask
 
+        step = lap.step_matrix(tau)  # I − τL
         scale = 1.0 / (1.0 - p)
         masks: list[list[Tensor]] = []
         out = torch.empty_like(x0)
@@ -77,10 +82,10 @@ class _DropoutDiffusion(torch.autograd.Function):
             for _ in range(n_steps):
                 m = keep_mask(tuple(h.shape), p)
                 block_masks.append(m)
-                h = _step(h.mul_(m).mul_(scale), lap, tau)
+                h = step.product(h.mul_(m).mul_(scale))
             out[:, cols] = h
             masks.append(block_masks)
-        ctx.lap, ctx.tau, ctx.scale, ctx.masks, ctx.block = lap, tau, scale, masks, block
+        ctx.step, ctx.scale, ctx.masks, ctx.block = step, scale, masks, block
         return out
 
     @staticmethod
@@ -91,12 +96,11 @@ class _DropoutDiffusion(torch.autograd.Function):
                 "first backward (retain_graph does not keep them); run the forward pass again"
             )
         out = torch.empty_like(grad)
-        lap_t = ctx.lap.T
         for b, block_masks in enumerate(ctx.masks):
             cols = slice(b * ctx.block, (b + 1) * ctx.block)
             g = grad[:, cols].contiguous()
             for m in reversed(block_masks):
-                g = _step(g, lap_t, ctx.tau).mul_(m).mul_(ctx.scale)
+                g = ctx.step.product(g, transposed=True).mul_(m).mul_(ctx.scale)  # (I − τL)ᵀ g
             out[:, cols] = g
         ctx.masks = None
         return out, None, None, None, None, None

@@ -1,11 +1,12 @@
 """`MemberEarlyStopping`: the paper's early-stopping rule as a Lightning callback, for K members at once.
 
 Every validation (the sanity check included: it scores the initial weights θ₀, as the reference loop does;
-with ``validate_on_train_forward``, every training step, before its update) feeds the per-member
-validation loss and accuracy of `ContinuousDepthClassifier` to `MemberStopping`: a member whose loss strictly falls or whose accuracy strictly rises keeps its weights as its best state and resets
-its counter; after `patience` evaluations without improvement it stops (no more gradient, and COIN skips
-its work); training ends when every member has stopped. At the end of fit the best states are restored,
-so `cdflow fit` tests them (the run summary says so). Stopping state is saved in checkpoints.
+with ``validate_on_train_forward``, every training step, before its update) feeds the per-member validation
+loss and accuracy of `ContinuousDepthClassifier` to `MemberStopping`: a member whose loss strictly falls or
+whose accuracy strictly rises keeps its weights as its best state and resets its counter; after `patience`
+evaluations without improvement it stops (no more gradient, and COIN skips its work); training ends when every
+member has stopped. At the end of fit the best states are restored, so `cdflow fit` tests them (the run
+summary says so). Stopping state is saved in checkpoints.
 """
 
 from __future__ import annotations

@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import inspect
 import math
+import time
 import warnings
 from copy import deepcopy
 from typing import Any, Literal
@@ -107,7 +108,8 @@ class ContinuousDepthClassifier(L.LightningModule):
     Logged: ``{train,val,test}/loss`` and ``/acc``; after every training step ``train/nfe_forward``,
     ``train/steps`` (and ``train/steps_rejected`` for adaptive methods), and after its backward pass
     ``train/nfe_backward``, summed over all blocks exposing ``.stats``; ``val/nfe_forward`` and
-    ``test/nfe_forward`` per epoch; for networks exposing ``.diffusion_stats`` (COIN, Diff-ResNet) also
+    ``test/nfe_forward`` per epoch; ``time/epoch_s``, the wall time of every epoch; for networks exposing
+    ``.diffusion_stats`` (COIN, Diff-ResNet) also
     ``{stage}/laplacian_products`` and ``train/laplacian_products_backward``; with ``on_failure='skip'``
     ``train/skipped_steps``. Epoch-level metrics are reduced over all ranks under DDP.
 
@@ -386,6 +388,16 @@ class ContinuousDepthClassifier(L.LightningModule):
             batch_idx = trainer.fit_loop.epoch_loop.batch_idx if trainer is not None else -1
         where = StepContext(self.current_epoch, batch_idx, self.global_step)
         self.guard.failed(cause, where, solve_stats(self.net), latest_checkpoint(trainer), stats_are_current)
+
+    def on_train_epoch_start(self) -> None:
+        self._epoch_started = time.perf_counter()
+
+    def on_train_epoch_end(self) -> None:
+        """Log ``time/epoch_s``: the wall time of the epoch, its validation included (Lightning validates before
+        this hook)."""
+        started = getattr(self, "_epoch_started", None)
+        if started is not None:
+            self.log("time/epoch_s", time.perf_counter() - started, on_step=False, on_epoch=True, batch_size=1)
 
     def on_train_batch_end(self, outputs: Any, batch: Any, batch_idx: int) -> None:
         """With ``on_failure='skip'``: log how many steps were skipped so far (``train/skipped_steps``)."""
