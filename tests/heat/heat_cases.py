@@ -32,3 +32,16 @@ def rand_x(n: int = 30, c: int = 3, seed: int = 0) -> torch.Tensor:
 
 def rel(a: torch.Tensor, b: torch.Tensor) -> float:
     return float((a - b).norm() / b.norm())
+
+
+def assert_grads_match_dense(ours, lap: Laplacian, h: float) -> None:
+    """Gradients w.r.t. x and a scalar g of ``ours(x, g)`` ≈ exp(−g·h·L) x equal the dense matrix exponential's."""
+    weights = rand_x(seed=2)
+    grads = []
+    for fn in (ours, lambda x, g: torch.linalg.matrix_exp(-g * h * lap.to_dense()) @ x):
+        x = rand_x().requires_grad_()
+        g = torch.tensor(1.3, dtype=F64, requires_grad=True)
+        (fn(x, g) * weights).sum().backward()
+        grads.append((x.grad, g.grad))
+    torch.testing.assert_close(grads[0][0], grads[1][0], rtol=1e-8, atol=1e-10)
+    torch.testing.assert_close(grads[0][1], grads[1][1], rtol=1e-8, atol=1e-10)

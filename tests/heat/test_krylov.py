@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from heat_cases import F64, edges, exact, graph, rand_x, rel
+from heat_cases import F64, assert_grads_match_dense, edges, exact, graph, rand_x, rel
 
 from cdflow.errors import ConfigError
 from cdflow.graph import Laplacian
@@ -78,17 +78,7 @@ def test_sym_expm_backward_with_repeated_eigenvalues() -> None:
 
 def test_gradients_match_dense_expm() -> None:
     lap, h = graph("path"), 0.9
-    weights = rand_x(seed=2)
-    grads = []
-    ours = lambda x, g: expm_action_krylov(lap, x, g * h, tol=1e-13)[0]  # noqa: E731
-    dense = lambda x, g: torch.linalg.matrix_exp(-g * h * lap.to_dense()) @ x  # noqa: E731
-    for fn in (ours, dense):
-        x = rand_x().requires_grad_()
-        g = torch.tensor(1.3, dtype=F64, requires_grad=True)
-        (fn(x, g) * weights).sum().backward()
-        grads.append((x.grad, g.grad))
-    torch.testing.assert_close(grads[0][0], grads[1][0], rtol=1e-8, atol=1e-10)
-    torch.testing.assert_close(grads[0][1], grads[1][1], rtol=1e-8, atol=1e-10)
+    assert_grads_match_dense(lambda x, g: expm_action_krylov(lap, x, g * h, tol=1e-13)[0], lap, h)
 
 
 def test_gradient_wrt_edge_weights() -> None:

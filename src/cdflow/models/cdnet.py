@@ -11,11 +11,11 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-from cdflow.errors import ConfigError
 from cdflow.graph import Laplacian
 from cdflow.heat import DiffusionStats, split_solve
 from cdflow.models.diffusion_spec import DiffusionSpec
 from cdflow.models.graph_source import GraphInput, GraphSpec, gather_rows, resolve_graph
+from cdflow.models.layers import check_dropouts
 from cdflow.noise import NoiseDiffusion
 from cdflow.sde import check_sde, derive_seed, mean_field_spec, sample_paths, solve_sde
 from cdflow.solve import solve
@@ -55,9 +55,7 @@ class ConvectionDiffusionNet(nn.Module):
         super().__init__()
         self.solver = solver or SolverSpec()
         self.diffusion = diffusion or DiffusionSpec()
-        for name, p in (("dropout", dropout), ("hidden_dropout", hidden_dropout)):
-            if not 0.0 <= p < 1.0:
-                raise ConfigError(f"ConvectionDiffusionNet {name} must be in [0, 1), got {p}")
+        check_dropouts("ConvectionDiffusionNet", dropout=dropout, hidden_dropout=hidden_dropout)
         self.input_dropout = dropout
         self.encoder = nn.Linear(in_features, hidden)
         self.encoder_activation = make_activation(encoder_activation)

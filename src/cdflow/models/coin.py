@@ -23,7 +23,15 @@ from torch import Tensor, nn
 from cdflow.errors import ConfigError
 from cdflow.heat import DiffusionStats, diffuse, explicit_diffusion
 from cdflow.models.graph_source import GraphInput, GraphSpec, resolve_graph
-from cdflow.models.layers import MemberLinear, dropout, init_uniform, member_generators
+from cdflow.models.layers import (
+    MemberLinear,
+    as_sparse,
+    check_dropouts,
+    check_members,
+    dropout,
+    init_uniform,
+    member_generators,
+)
 from cdflow.models.wide_residual import WideResidual
 from cdflow.sparse import SparseMatrix
 
@@ -36,17 +44,6 @@ def check_integrator(model: str, integrator: str, method: str) -> None:
         raise ConfigError(f"{model} integrator must be 'explicit' or 'split', got {integrator!r}")
     if method not in SPLIT_METHODS:
         raise ConfigError(f"{model} method must be one of {', '.join(SPLIT_METHODS)}, got {method!r}")
-
-
-def as_sparse(x: Tensor | SparseMatrix) -> SparseMatrix:
-    """Features in the sparse product format (dense or torch sparse input is converted once per call)."""
-    return x if isinstance(x, SparseMatrix) else SparseMatrix.from_tensor(x.detach())
-
-
-def check_members(members: int) -> int:
-    if isinstance(members, bool) or not isinstance(members, int) or members < 1:
-        raise ConfigError(f"members must be an int ≥ 1 (initialisations trained together), got {members!r}")
-    return members
 
 
 class COIN(nn.Module):
@@ -87,9 +84,7 @@ class COIN(nn.Module):
         check_integrator("COIN", integrator, method)
         self.init_kwargs = init_kwargs  # to rebuild with another number of members
         self.members = check_members(members)
-        for name, p in (("dropout", dropout), ("diffusion_dropout", diffusion_dropout)):
-            if not 0.0 <= p < 1.0:
-                raise ConfigError(f"COIN {name} must be in [0, 1), got {p}")
+        check_dropouts("COIN", dropout=dropout, diffusion_dropout=diffusion_dropout)
         if hidden is None and dropout > 0:
             raise ConfigError(
                 "COIN dropout acts on the projected features: give hidden=H, or use diffusion_dropout (the paper's "

@@ -21,9 +21,17 @@ from torch import Tensor, nn
 
 from cdflow.errors import ConfigError
 from cdflow.heat import DiffusionStats, diffuse, explicit_diffusion
-from cdflow.models.coin import as_sparse, check_integrator, check_members
+from cdflow.models.coin import check_integrator
 from cdflow.models.graph_source import GraphInput, GraphSpec, resolve_graph
-from cdflow.models.layers import MemberLinear, dropout, init_uniform, member_generators
+from cdflow.models.layers import (
+    MemberLinear,
+    as_sparse,
+    check_dropouts,
+    check_members,
+    dropout,
+    init_uniform,
+    member_generators,
+)
 from cdflow.sparse import SparseMatrix
 
 
@@ -53,9 +61,7 @@ class DiffResNet(nn.Module):
         check_integrator("DiffResNet", integrator, method)
         self.init_kwargs = init_kwargs  # to rebuild with another number of members
         self.members = check_members(members)
-        for name, p in (("dropout", dropout), ("input_dropout", input_dropout)):
-            if not 0.0 <= p < 1.0:
-                raise ConfigError(f"DiffResNet {name} must be in [0, 1), got {p}")
+        check_dropouts("DiffResNet", dropout=dropout, input_dropout=input_dropout)
         if hidden is None and input_dropout > 0:
             raise ConfigError("DiffResNet input_dropout needs hidden=H (the F-wide reference network has none)")
         self.tau, self.n_steps, self.dropout, self.input_dropout = tau, n_steps, dropout, input_dropout

@@ -16,7 +16,10 @@ from torch import Tensor, nn
 from cdflow.errors import ConfigError
 from cdflow.sparse import SparseMatrix
 
-__all__ = ["MemberLinear", "dropout", "init_uniform", "keep_mask", "member_generators", "member_nll"]
+__all__ = [
+    "MemberLinear", "as_sparse", "check_dropouts", "check_members", "dropout", "init_uniform", "keep_mask",
+    "member_generators", "member_nll",
+]
 
 
 def keep_mask(shape: tuple[int, ...], p: float) -> Tensor:
@@ -100,3 +103,21 @@ def member_nll(logp: Tensor, y: Tensor, index: Tensor) -> Tensor:
     sel = logp[index]
     target = y[index][:, None, None].expand(-1, sel.shape[1], 1)
     return -sel.gather(2, target).squeeze(2).mean(0)
+
+
+def as_sparse(x: Tensor | SparseMatrix) -> SparseMatrix:
+    """Features in the sparse product format (dense or torch sparse input is converted once per call)."""
+    return x if isinstance(x, SparseMatrix) else SparseMatrix.from_tensor(x.detach())
+
+
+def check_dropouts(model: str, **probs: float) -> None:
+    """Every dropout probability in [0, 1), named in the error."""
+    for name, p in probs.items():
+        if not 0.0 <= p < 1.0:
+            raise ConfigError(f"{model} {name} must be in [0, 1), got {p}")
+
+
+def check_members(members: int) -> int:
+    if isinstance(members, bool) or not isinstance(members, int) or members < 1:
+        raise ConfigError(f"members must be an int ≥ 1 (initialisations trained together), got {members!r}")
+    return members
