@@ -138,3 +138,18 @@ def test_a_ready_model_plugs_in_from_the_command_line(tmp_path, require_data):
     assert type(cli.model.net).__name__ == "COIN"
     rows = _metrics(root)
     assert _column(rows, "train/laplacian_products") and _column(rows, "test/acc")
+
+
+def test_coin_config_members_summary_and_per_member_metrics(tmp_path, capsys):
+    """`cdflow fit --config coin_cora.yaml --model.members 2`: a member axis in the rebuilt COIN, each member's
+    test accuracy in the metrics and the summary, their mean as test/acc, the restored best weights tested."""
+    cli = run_cli(["fit", "--config", str(CONFIGS / "coin_cora.yaml"), "--trainer.default_root_dir", str(tmp_path),
+                   "--trainer.max_epochs", "3", "--trainer.enable_progress_bar", "false", "--model.members", "2"])
+    assert cli.model.net.members == 2 and cli.model.restored_best
+    test = [r for r in _metrics(tmp_path) if r.get("test/acc")][-1]
+    accs = [float(test["test/acc_member00"]), float(test["test/acc_member01"])]
+    assert float(test["test/acc"]) == pytest.approx(sum(accs) / 2, abs=1e-6)
+    assert _column(_metrics(tmp_path), "time/epoch_s") and len(_column(_metrics(tmp_path), "time/epoch_s")) == 3
+    out = capsys.readouterr().out
+    assert "diffusing over the edges graph, gcn Laplacian, 2485 nodes" in out
+    assert "over 2 members" in out and "restored by MemberEarlyStopping" in out

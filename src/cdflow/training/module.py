@@ -376,6 +376,8 @@ class ContinuousDepthClassifier(L.LightningModule):
         desc = next((m.last_graph for m in net.modules() if getattr(m, "last_graph", None)), None)
         if desc is not None and self.global_rank == 0:
             print(f"cdflow: diffusing over the {desc}")
+            for logger in self.loggers:  # W&B config / hparams.yaml: which graph this run used
+                logger.log_hyperparams({"graph": desc})
 
     # -- failed steps ---------------------------------------------------------------------------------------
     def _world_size(self) -> int:
