@@ -21,6 +21,7 @@ from cdflow.training import (
     fit_members,
     member_views,
 )
+from cdflow.training.last_checkpoint import LastCheckpoint
 
 N, F, C = 120, 30, 3
 
@@ -190,3 +191,26 @@ def test_edges_are_the_default_graph_and_the_run_says_so(tmp_path, capsys):
     trainer.fit(module, datamodule=dm)
     assert "diffusing over the edges graph" in capsys.readouterr().out
     assert module.net.last_graph.startswith("edges graph")
+
+
+def test_resumed_member_run_equals_an_uninterrupted_one(tmp_path):
+    """The stopping state (counters, best states, stopped members) travels in last.ckpt, written when training
+    ends and before the best weights are restored at the end of fit."""
+    def fit(max_epochs, ckpt=None, save=None):
+        dm = SBM()
+        module = ContinuousDepthClassifier(C, (F,), model=COIN(F, C, tau=0.2, n_steps=5, seed=4), members=2,
+                                           validate_on_train_forward=True)
+        stopper = MemberEarlyStopping(patience=3)
+        callbacks = [stopper] + ([LastCheckpoint(dirpath=save, every_n_epochs=0)] if save else [])
+        trainer = L.Trainer(default_root_dir=tmp_path, logger=False, enable_progress_bar=False,
+                            enable_model_summary=False, enable_checkpointing=bool(save), max_epochs=max_epochs,
+                            callbacks=callbacks, limit_val_batches=0, num_sanity_val_steps=0)
+        trainer.fit(module, datamodule=dm, ckpt_path=ckpt)
+        return module, stopper
+
+    whole, st_whole = fit(60)
+    fit(20, save=tmp_path / "half")
+    resumed, st_resumed = fit(60, ckpt=str(tmp_path / "half" / "last.ckpt"))
+    assert torch.equal(st_whole.state.best_epoch, st_resumed.state.best_epoch)
+    assert torch.equal(st_whole.state.stopped_at, st_resumed.state.stopped_at)
+    torch.testing.assert_close(_flat(whole.net), _flat(resumed.net))

@@ -40,6 +40,10 @@ class MemberEarlyStopping(Callback):
                 self._pending = None
             pl_module.member_running = self.state.running
 
+    def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if self.state is not None:  # a resumed run: members that had stopped stay stopped
+            pl_module.member_running = self.state.running
+
     def on_validation_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         scores = getattr(pl_module, "member_scores", {}).pop("val", None)  # each evaluation counts once
         if self.state is None or scores is None or trainer.state.fn != "fit":
