@@ -190,7 +190,8 @@ class CdflowCLI(LightningCLI):
         self.test_results = trainer.test(self.model, datamodule=self.datamodule, ckpt_path=ckpt)
         if trainer.is_global_zero:  # the summary is rank-local (no collectives)
             print(run_summary(trainer, self.test_results, ckpt, fit_seconds,
-                              restored_best=getattr(self.model, "restored_best", False)))
+                              restored_best=getattr(self.model, "restored_best", False),
+                              best_weights=getattr(self.model, "best_weights_path", None)))
 
 
 def run_cli(args: ArgsType = None) -> CdflowCLI:

@@ -145,3 +145,11 @@ def test_dropout_argument_checks() -> None:
         explicit_diffusion(x, learnable, 0.1, dropout=0.2)
     with pytest.raises(ConfigError, match="n_steps must be an int"):
         explicit_diffusion(x, lap, 0.1, n_steps=0)
+
+
+def test_backward_products_are_counted_when_backward_runs() -> None:
+    lap, x = graph("path"), rand_x().requires_grad_()
+    y, stats = explicit_diffusion(x, lap, 0.1, 7)
+    assert stats.products == 7 and stats.backward_products == 0
+    y.sum().backward()
+    assert stats.backward_products == 7

@@ -152,4 +152,8 @@ def test_coin_config_members_summary_and_per_member_metrics(tmp_path, capsys):
     assert _column(_metrics(tmp_path), "time/epoch_s") and len(_column(_metrics(tmp_path), "time/epoch_s")) == 3
     out = capsys.readouterr().out
     assert "diffusing over the edges graph, gcn Laplacian, 2485 nodes" in out
-    assert "over 2 members" in out and "restored by MemberEarlyStopping" in out
+    assert "over 2 members" in out and "restored by MemberEarlyStopping and saved as" in out
+    best = tmp_path / "checkpoints" / "best.ckpt"  # the tested weights, weights only
+    tested = run_cli(["test", "--config", str(CONFIGS / "coin_cora.yaml"), "--trainer.default_root_dir",
+                      str(tmp_path / "test"), "--model.members", "2", "--ckpt_path", str(best)])
+    assert tested.trainer.callback_metrics["test/acc"].item() == pytest.approx(float(test["test/acc"]), abs=1e-6)

@@ -214,3 +214,19 @@ def test_resumed_member_run_equals_an_uninterrupted_one(tmp_path):
     assert torch.equal(st_whole.state.best_epoch, st_resumed.state.best_epoch)
     assert torch.equal(st_whole.state.stopped_at, st_resumed.state.stopped_at)
     torch.testing.assert_close(_flat(whole.net), _flat(resumed.net))
+
+
+def test_a_model_built_for_other_data_is_refused_with_the_flags():
+    with pytest.raises(ConfigError, match=r"in_features 30 .*num_classes 3 .*--model.model.init_args.in_features"):
+        ContinuousDepthClassifier(C, (F,), model=COIN(1433, 7))
+
+
+def test_member_losses_do_not_depend_on_the_number_of_members():
+    """Each member's loss and accuracy are reduced alone: K = 5 gives member k the bits K = 1 gives it."""
+    torch.manual_seed(0)
+    logits = torch.randn(997, 5, C).log_softmax(-1)
+    y = torch.randint(0, C, (997,))
+    wide = ContinuousDepthClassifier(C, (F,), model=COIN(F, C, members=5))
+    narrow = ContinuousDepthClassifier(C, (F,), model=COIN(F, C))
+    for k in range(5):
+        assert torch.equal(wide._member_losses(logits, y)[k], narrow._member_losses(logits[:, k], y)[0])

@@ -27,8 +27,12 @@ def diffuse(
     method: DiffusionMethod = "krylov",
     **kwargs: object,
 ) -> tuple[Tensor, DiffusionStats]:
-    """Advance dx/dt = −γ L x over a time h: x ← exp(−γhL) x (or its explicit/implicit Euler
-    approximation with `n_steps` substeps of γh/n_steps). kwargs go to the chosen integrator."""
+    """Advance dx/dt = −γ L x over a time h: x ← exp(−γhL) x, or its Euler approximation.
+
+    method: ``krylov`` (`expm_action_krylov`: tol, m_max, …), ``chebyshev`` (`expm_action_chebyshev`: lam_max,
+    degree, tol), ``implicit`` (`implicit_euler_diffusion`: n_steps, cg_tol, cg_max_iter) or ``explicit``
+    (`explicit_diffusion`: n_steps, dropout; stable only for γh/n_steps ≤ 2/λ_max). kwargs go to the chosen
+    integrator; x is [N], [N, C] or a member stack [N, K, C]. Returns (x(h), DiffusionStats)."""
     if method not in DIFFUSION_METHODS:
         raise ConfigError(
             f"unknown diffusion method {method!r}; valid methods: {', '.join(DIFFUSION_METHODS)}"

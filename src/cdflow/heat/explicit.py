@@ -61,7 +61,14 @@ def explicit_diffusion(
         for _ in range(n_steps):
             x2 = step @ x2
     out = finish(x2, was_1d)
-    return out.reshape(shape), DiffusionStats(products=n_steps, substeps=n_steps)
+    stats = DiffusionStats(products=n_steps, substeps=n_steps)
+    if out.requires_grad:  # the backward pass takes one product with (I − τL)ᵀ per step: counted when it runs
+        out.register_hook(lambda grad: _count_backward(stats, n_steps))
+    return out.reshape(shape), stats
+
+
+def _count_backward(stats: DiffusionStats, products: int) -> None:
+    stats.backward_products += products
 
 
 class _DropoutDiffusion(torch.autograd.Function):

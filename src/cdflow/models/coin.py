@@ -56,6 +56,21 @@ class COIN(nn.Module):
     (before the exponential for the split integrator). After a call, `last_u` holds u(T) (detached) and
     `diffusion_stats` the Laplacian products. `active` (member indices, or None for all) restricts the
     wide hidden layer to those members: a trainer sets it to the members still training.
+
+    Args:
+        in_features, num_classes: F and C.
+        members: K initialisations trained together (member k seeded ``seed + k``).
+        tau, n_steps: the diffusion step τ and the number of steps n (diffusion time T = n·τ); n = 0 (or τ = 0)
+            is the ablation without diffusion.
+        integrator: ``explicit`` (n steps u ← u − τLu, stable only for τ ≤ 2/λ_max) or ``split`` (exp(−nτL)u by
+            `method`: ``krylov``, ``chebyshev`` or ``implicit``; no step bound).
+        hidden: None (the paper's F-wide network) or H (project x to H features first; `dropout` acts there).
+        dropout, diffusion_dropout: dropout on the projected features and before the head (hidden=H only);
+            dropout on u before every diffusion step.
+        eps: the clamp of u before the log.
+        graph: where L comes from (`GraphSpec`; by default the batch's edges, or a kNN graph of x without them).
+        seed, chunk, recompute: initialisation seed; hidden columns per chunk of the F-wide layer; recompute its
+            activations in the backward instead of keeping them (less memory, more time).
     """
 
     output = "log_probs"  # what forward returns: cdflow's trainers use NLL, not cross-entropy, on it
@@ -159,6 +174,13 @@ class COIN(nn.Module):
         return torch.softmax(self.fc2(dropout(h, self.dropout, self.training)), dim=-1)
 
     def forward(self, x: Tensor | SparseMatrix, graph: GraphInput = None) -> Tensor:
+        """Log-probabilities log max(u(T), ε): [N, C] for one member, [N, K, C] for K.
+
+        x: node features [N, F] — a `cdflow.sparse.SparseMatrix` (fast), or a dense / torch sparse tensor
+        (converted on every call). graph: a `cdflow.graph.Laplacian` (used as is), a `cdflow.graph.Graph`
+        (its Laplacian, built once), an edge_index [2, E] (built on every call), or None (a kNN graph of x);
+        ``last_graph`` then names the graph used.
+        """
         u = self.base(x)
         p = self.diffusion_dropout if self.training else 0.0
         if self.n_steps > 0 and self.tau > 0:

@@ -18,7 +18,7 @@ from cdflow.sparse import SparseMatrix
 
 __all__ = [
     "MemberLinear", "as_sparse", "check_dropouts", "check_members", "dropout", "init_uniform", "keep_mask",
-    "member_generators", "member_nll",
+    "member_generators", "member_mean", "member_nll",
 ]
 
 
@@ -98,11 +98,18 @@ class MemberLinear(nn.Module):
                 self.bias[k].copy_(layer.bias)
 
 
+def member_mean(values: Tensor) -> Tensor:
+    """Per-member mean of values [N, K] → [K], each member's N values reduced as one contiguous vector, so
+    that a member's result does not depend on how many members sit beside it (a mean over the strided axis
+    0 rounds differently for different K)."""
+    return values.t().contiguous().mean(1)
+
+
 def member_nll(logp: Tensor, y: Tensor, index: Tensor) -> Tensor:
     """Per-member mean negative log-likelihood over the nodes `index`: logp [N, K, C] → [K]."""
     sel = logp[index]
     target = y[index][:, None, None].expand(-1, sel.shape[1], 1)
-    return -sel.gather(2, target).squeeze(2).mean(0)
+    return member_mean(-sel.gather(2, target).squeeze(2))
 
 
 def as_sparse(x: Tensor | SparseMatrix) -> SparseMatrix:

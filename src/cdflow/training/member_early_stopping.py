@@ -11,6 +11,7 @@ summary says so). Stopping state is saved in checkpoints.
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import lightning as L
@@ -61,9 +62,16 @@ class MemberEarlyStopping(Callback):
         self.on_validation_epoch_end(trainer, pl_module)
 
     def on_fit_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        """Restore each member's best weights and save them (weights only) as ``best.ckpt`` beside the run's
+        other checkpoints, so that ``cdflow test --ckpt_path .../best.ckpt`` scores what the summary reports."""
         if self.state is not None and self.restore_best and self.state.evaluations:
             self.state.restore()
             pl_module.restored_best = True
+            dirpath = next((cb.dirpath for cb in trainer.checkpoint_callbacks if getattr(cb, "dirpath", None)), None)
+            if dirpath is not None and not trainer.fast_dev_run:
+                path = str(Path(dirpath) / "best.ckpt")
+                trainer.save_checkpoint(path, weights_only=True)
+                pl_module.best_weights_path = path
         pl_module.member_running = None
 
     def state_dict(self) -> dict[str, Any]:

@@ -27,6 +27,7 @@ from cdflow.graph import Graph
 from cdflow.models.cdnet import ConvectionDiffusionNet
 from cdflow.models.diffusion_spec import DiffusionSpec
 from cdflow.models.graph_source import GraphSpec
+from cdflow.models.layers import member_mean
 from cdflow.models.members import Members
 from cdflow.solvers import SolverSpec
 from cdflow.sparse import SparseMatrix
@@ -51,7 +52,7 @@ _MASKS = {"train": "train_mask", "val": "val_mask", "test": "test_mask"}
 def _member_acc(logits: Tensor, y: Tensor) -> Tensor:
     """Per-member accuracy [K] of logits [N, K, C] (or [1] for [N, C])."""
     lg = logits if logits.ndim == 3 else logits[:, None]
-    return (lg.argmax(-1) == y[:, None]).to(torch.float32).mean(0)
+    return member_mean((lg.argmax(-1) == y[:, None]).to(torch.float32))
 
 
 def _stochastic_parts(net: nn.Module) -> list[str]:
@@ -227,6 +228,7 @@ class ContinuousDepthClassifier(L.LightningModule):
         first = self.net.models[0] if isinstance(self.net, Members) else self.net
         self._nll = getattr(first, "output", "") == "log_probs"
         self._sparse_input = bool(getattr(first, "sparse_input", False))
+        self._check_sizes(first)
         self.member_running: Tensor | None = None  # set by MemberEarlyStopping: members still training
         self.member_scores: dict[str, tuple[Tensor, Tensor]] = {}
         self.restored_best = False
@@ -236,7 +238,7 @@ class ContinuousDepthClassifier(L.LightningModule):
             if noisy:
                 raise ConfigError(
                     "validate_on_train_forward scores validation on the training forward pass, which is exact only "
-                    f"for a deterministic network; this one has {', '.join(noisy)}: set them to 0 or drop the flag"
+                    f"for a deterministic network; this one has {', '.join(noisy)}: set it to 0 or drop the flag"
                 )
         self.train_acc = MulticlassAccuracy(num_classes=self.num_classes, average="micro")
         self.val_acc = MulticlassAccuracy(num_classes=self.num_classes, average="micro")
@@ -344,9 +346,30 @@ class ContinuousDepthClassifier(L.LightningModule):
             self.log("train/acc", self.train_acc, on_step=False, on_epoch=True, batch_size=n)
         else:
             self.log("train/acc", _member_acc(logits.detach(), y).mean(), on_step=False, on_epoch=True, batch_size=n)
-        self.log("train/loss", loss, prog_bar=True, on_step=True, on_epoch=False, batch_size=n)
+        shown = loss if running is None else loss / running.sum().clamp(min=1)  # mean over members still training
+        self.log("train/loss", shown if logits.ndim == 3 else loss, prog_bar=True, on_step=True, on_epoch=False,
+                 batch_size=n)
+        if running is not None and logits.ndim == 3:
+            self.log("train/members_running", float(running.sum()), on_step=False, on_epoch=True, batch_size=1)
         self._log_forward_stats("train", on_step=True)
         return loss
+
+    def _check_sizes(self, net: nn.Module) -> None:
+        """A ready network built for other data (e.g. after ``--data.name citeseer`` on a Cora config) is refused
+        now, naming the flags, instead of failing inside the first step."""
+        fixes = []
+        features = getattr(net, "in_features", None)
+        if isinstance(features, int) and self.input_shape is not None and math.prod(self.input_shape) != features:
+            fixes.append(f"in_features {math.prod(self.input_shape)} (the model has {features})")
+        classes = getattr(net, "num_classes", None)
+        if isinstance(classes, int) and classes != self.num_classes:
+            fixes.append(f"num_classes {self.num_classes} (the model has {classes})")
+        if fixes:
+            raise ConfigError(
+                f"the model was built for other data: the data module gives {' and '.join(fixes)}; set "
+                + " ".join(f"--model.model.init_args.{fix.split(' (')[0]}" for fix in fixes)
+                + " (or use the config made for this data set, e.g. experiments/configs/coin_citeseer.yaml)"
+            )
 
     def _train_and_val(self, batch: Any) -> tuple[Tensor, Tensor]:
         """`validate_on_train_forward`: one forward of the full batch gives the training nodes' logits and the
@@ -364,8 +387,8 @@ class ContinuousDepthClassifier(L.LightningModule):
         lg = logits if logits.ndim == 3 else logits[:, None]
         target = y[:, None].expand(-1, lg.shape[1])
         if self._nll:
-            return F.nll_loss(lg.permute(0, 2, 1), target, reduction="none").mean(0)
-        return F.cross_entropy(lg.permute(0, 2, 1), target, reduction="none", label_smoothing=smoothing).mean(0)
+            return member_mean(F.nll_loss(lg.permute(0, 2, 1), target, reduction="none"))
+        return member_mean(F.cross_entropy(lg.permute(0, 2, 1), target, reduction="none", label_smoothing=smoothing))
 
     def _report_graph(self) -> None:
         """Say once which graph the run diffuses over (the model's `last_graph`)."""
@@ -454,7 +477,12 @@ class ContinuousDepthClassifier(L.LightningModule):
         losses = self._member_losses(logits, y)
         accs = _member_acc(logits, y)
         self.member_scores[stage] = (losses.detach(), accs.detach())
-        loss = losses.mean()
+        running = self.member_running
+        if stage == "val" and running is not None and bool(running.any()):  # the curves of members still training
+            keep = running.to(losses.device)
+            loss, shown_acc = losses[keep].mean(), accs[keep].mean()
+        else:
+            loss, shown_acc = losses.mean(), accs.mean()
         n = int(y.shape[0])
         self.log(f"{stage}/loss", loss, on_step=False, on_epoch=True, batch_size=n, sync_dist=True)
         if logits.ndim == 2:
@@ -463,7 +491,7 @@ class ContinuousDepthClassifier(L.LightningModule):
             self.log(f"{stage}/acc", metric, on_step=False, on_epoch=True, prog_bar=stage == "val", batch_size=n)
         else:
             opts = {"on_step": False, "on_epoch": True, "batch_size": n, "sync_dist": True}
-            self.log(f"{stage}/acc", accs.mean(), prog_bar=stage == "val", **opts)
+            self.log(f"{stage}/acc", shown_acc, prog_bar=stage == "val", **opts)
             if stage == "test":
                 self.log("test/acc_std", accs.std(), **opts)
                 for k, acc in enumerate(accs):

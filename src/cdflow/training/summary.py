@@ -34,6 +34,7 @@ def run_summary(
     tested_ckpt: str | None,
     fit_seconds: float | None = None,
     restored_best: bool = False,
+    best_weights: str | None = None,
 ) -> str:
     """A few lines: training time, test metrics (and which weights), checkpoints, logs, config, figures.
 
@@ -51,19 +52,21 @@ def run_summary(
         if tested_ckpt:
             weights = f"best checkpoint {_rel(tested_ckpt)}"
         else:
-            restored = "each member's best weights, restored by MemberEarlyStopping"
+            restored = "each member's best weights, restored by MemberEarlyStopping" + (
+                f" and saved as {_rel(best_weights)}" if best_weights else "")
             weights = restored if restored_best else "final weights"
         lines.append(f"  test:        {shown}  ({weights})")
         if members:
             accs = [members[k] for k in sorted(members)]
             mean = sum(accs) / len(accs)
             std = (sum((a - mean) ** 2 for a in accs) / max(1, len(accs) - 1)) ** 0.5
-            lines.append(f"  members:     test/acc {100 * mean:.2f} ± {100 * std:.2f} % over {len(accs)} members: "
+            lines.append(f"  members:     test/acc {100 * mean:.2f} ± {100 * std:.2f} % (mean ± sample std) over "
+                         f"{len(accs)} members: "
                          + " ".join(f"{100 * a:.1f}" for a in accs))
     ckpt = trainer.checkpoint_callback
     dirpath = getattr(ckpt, "dirpath", None)
     if dirpath and Path(dirpath).is_dir():
-        best = getattr(ckpt, "best_model_path", "") or "-"
+        best = best_weights or getattr(ckpt, "best_model_path", "") or "-"
         last = getattr(ckpt, "last_model_path", "") or "-"
         lines.append(f"  checkpoints: {_rel(dirpath)} (best: {Path(best).name}, last: {Path(last).name}); "
                      "resume with --ckpt_path last")
