@@ -23,6 +23,7 @@ __all__ = ["BLOCK_BYTES", "SparseMatrix"]
 #: operand bytes per block of a cache-blocked product (see `SparseMatrix.product`); at most MAX_BLOCKS blocks
 BLOCK_BYTES = 16 * 2**20
 MAX_BLOCKS = 16
+BLOCK_MAX_ROW_BYTES = 4096
 
 
 class SparseMatrix:
@@ -164,10 +165,10 @@ class SparseMatrix:
 
     def product(self, w: Tensor, transposed: bool = False, vals: Tensor | None = None) -> Tensor:
         """A W (or Aᵀ W) without autograd, by embedding-bag sums; `vals` replaces the stored values (in row
-        order). An operand larger than `BLOCK_BYTES` is cache-blocked: its rows are split into a power of two
-        of blocks (at most `MAX_BLOCKS`) and the partial products added, so that the random gathers of a large
-        graph hit the cache (L @ X at 10⁶ nodes and 7 columns, 2 blocks: 44 ms against 84 ms unblocked on this
-        2-core CPU)."""
+        order). An operand larger than `BLOCK_BYTES` with rows of at most `BLOCK_MAX_ROW_BYTES` is cache-blocked:
+        its rows are split into a power of two of blocks (at most `MAX_BLOCKS`) and the partial products
+        added, so that the random gathers of a large graph hit the cache (L @ X at 10⁶ nodes and 7 columns,
+        2 blocks: 44 ms against 84 ms unblocked on this 2-core CPU)."""
         w = w.detach()
         if w.stride(-1) != 1:
             w = w.contiguous()
@@ -179,7 +180,7 @@ class SparseMatrix:
             vals = vals.detach()[self.perm]
         else:
             vals = vals.detach()
-        nb = _n_blocks(w.shape[0] * w.shape[1] * w.element_size())
+        nb = _n_blocks(w.shape[0] * w.shape[1] * w.element_size(), w.shape[1] * w.element_size())
         if nb <= 1:
             return F.embedding_bag(cols, w, offsets, mode="sum", per_sample_weights=vals)
         out = None
@@ -268,8 +269,12 @@ class SparseMatrix:
         return self._memo[key]
 
 
-def _n_blocks(operand_bytes: int) -> int:
-    """Blocks of a cache-blocked product: operand_bytes / BLOCK_BYTES rounded up to a power of two, capped."""
+def _n_blocks(operand_bytes: int, row_bytes: int) -> int:
+    """Blocks of a cache-blocked product: operand_bytes / BLOCK_BYTES rounded up to a power of two, capped; 1
+    for operands with rows wider than `BLOCK_MAX_ROW_BYTES` (gathering a long row is a streaming read: blocking
+    would only multiply the partial outputs)."""
+    if row_bytes > BLOCK_MAX_ROW_BYTES:
+        return 1
     need = -(-operand_bytes // BLOCK_BYTES)
     if need <= 1:
         return 1

@@ -30,6 +30,7 @@ from cdflow.models.layers import (
     check_members,
     dropout,
     init_uniform,
+    member_bias,
     member_generators,
 )
 from cdflow.models.wide_residual import WideResidual
@@ -166,7 +167,7 @@ class COIN(nn.Module):
         if self.hidden is None:
             xs = as_sparse(x)
             w2_x = self.w2t[:, :, : self.in_features].transpose(1, 2)  # the x in h = x + ReLU(W₁x + b₁)
-            logits = xs.mm_stacked(w2_x) + self.b2
+            logits = member_bias(xs.mm_stacked(w2_x), self.b2)
             logits = logits + WideResidual.apply(self.w1, self.b1, self.w2t, xs, self.recompute, self.active)
             return torch.softmax(logits, dim=-1)
         p = self.proj.forward_shared(x, self.dropout, self.training)

@@ -30,7 +30,9 @@ from cdflow.models.layers import (
     check_members,
     dropout,
     init_uniform,
+    member_bias,
     member_generators,
+    member_matmul,
 )
 from cdflow.sparse import SparseMatrix
 
@@ -95,15 +97,13 @@ class DiffResNet(nn.Module):
         """h⁰ [N, K, width]."""
         if self.hidden is None:
             xs = as_sparse(x)
-            return torch.relu(xs.mm_stacked(self.w1) + self.b1) + xs.to_dense()[:, None, :]
+            return torch.relu(member_bias(xs.mm_stacked(self.w1), self.b1)) + xs.to_dense()[:, None, :]
         p = torch.relu(self.inp.forward_shared(x, self.input_dropout, self.training))
         return p + torch.relu(self.res(p))
 
     def head(self, h: Tensor) -> Tensor:
         """W₂ h without the bias [N, K, C]."""
-        if self.hidden is None:
-            return torch.bmm(h.transpose(0, 1), self.w2).transpose(0, 1)
-        return torch.bmm(h.transpose(0, 1), self.out.weight).transpose(0, 1)
+        return member_matmul(h, self.w2 if self.hidden is None else self.out.weight)
 
     def forward(self, x: Tensor | SparseMatrix, graph: GraphInput = None) -> Tensor:
         h = self.hidden_features(x)
@@ -123,5 +123,5 @@ class DiffResNet(nn.Module):
             else:
                 h, self.diffusion_stats = diffuse(dropout(h, p), lap, 1.0, self.tau * self.n_steps, self.method)
                 logits = self.head(h)
-        out = torch.log_softmax(logits + bias, dim=-1)
+        out = torch.log_softmax(member_bias(logits, bias), dim=-1)
         return out[:, 0] if self.members == 1 else out

@@ -18,7 +18,7 @@ from cdflow.sparse import SparseMatrix
 
 __all__ = [
     "MemberLinear", "as_sparse", "check_dropouts", "check_members", "dropout", "init_uniform", "keep_mask",
-    "member_generators", "member_mean", "member_nll",
+    "member_bias", "member_generators", "member_matmul", "member_mean", "member_nll",
 ]
 
 
@@ -72,10 +72,9 @@ class MemberLinear(nn.Module):
             init_uniform(self.bias, self.in_features, gens)
 
     def forward(self, h: Tensor) -> Tensor:
-        """[N, K, in] → [N, K, out] by one batched matrix product."""
-        hk = h.transpose(0, 1)
-        out = torch.bmm(hk, self.weight) if self.bias is None else torch.baddbmm(self.bias[:, None], hk, self.weight)
-        return out.transpose(0, 1)
+        """[N, K, in] → [N, K, out] by one batched matrix product (see `member_matmul`)."""
+        out = member_matmul(h, self.weight)
+        return out if self.bias is None else member_bias(out, self.bias)
 
     def forward_shared(self, x: Tensor | SparseMatrix, p: float = 0.0, training: bool = True) -> Tensor:
         """An input shared by the members, [N, in] → [N, K, out], with per-member inverted dropout p on x
@@ -88,7 +87,7 @@ class MemberLinear(nn.Module):
         else:
             k, f, h = self.weight.shape
             out = (x @ self.weight.permute(1, 0, 2).reshape(f, k * h)).view(x.shape[0], k, h)
-        return out if self.bias is None else out + self.bias
+        return out if self.bias is None else member_bias(out, self.bias)
 
     def load_member(self, k: int, layer: nn.Linear) -> None:
         """Copy an nn.Linear (weight [out, in]) into member k."""
@@ -96,6 +95,32 @@ class MemberLinear(nn.Module):
             self.weight[k].copy_(layer.weight.t())
             if self.bias is not None:
                 self.bias[k].copy_(layer.bias)
+
+
+class _MemberBias(torch.autograd.Function):
+    """h + b for h [N, K, H], b [K, H]; b̄_k = Σ_n h̄[n, k] summed as one contiguous vector per member."""
+
+    @staticmethod
+    def forward(ctx, h, b):  # type: ignore[override]
+        return h + b
+
+    @staticmethod
+    def backward(ctx, grad):  # type: ignore[override]
+        return grad, grad.permute(1, 2, 0).contiguous().sum(-1)
+
+
+def member_matmul(h: Tensor, w: Tensor) -> Tensor:
+    """h_k W_k for every member: h [N, K, in], w [K, in, out] → [N, K, out]. Each member's rows are made
+    contiguous first, so that its product runs the GEMM a one-member model runs (a strided batch rounds
+    differently) and member k trains bit for bit as a one-member model."""
+    return torch.bmm(h.transpose(0, 1).contiguous(), w).transpose(0, 1)
+
+
+def member_bias(h: Tensor, b: Tensor) -> Tensor:
+    """h + b over the nodes (h [N, K, H], b [K, H]), with a bias gradient that, like `member_mean`, rounds the
+    same for member k whatever the number of members (autograd's broadcast sum over the strided node axis
+    does not): member k of a K-member model then trains bit for bit as a one-member model."""
+    return _MemberBias.apply(h, b)
 
 
 def member_mean(values: Tensor) -> Tensor:
