@@ -76,8 +76,8 @@ def _research_loop_here() -> dict:
     keep_freed_memory()
     from cdflow.data.modules import GraphDataModule
     from cdflow.models import COIN
-    from cdflow.models.layers import member_nll
-    from cdflow.training import MemberTraining, StoppingRule, fit_members
+    from cdflow.models.layers import member_accuracy
+    from cdflow.training import MemberTraining, StoppingRule, fit_node_members
 
     dm = GraphDataModule("cora", split="random", seed=0)
     dm.setup()
@@ -86,17 +86,11 @@ def _research_loop_here() -> dict:
     idx = {k: b[f"{k}_mask"].nonzero().flatten() for k in ("train", "val", "test")}
     model = COIN(1433, 7, tau=0.35, n_steps=20, integrator="explicit", seed=0)
 
-    def acc(out: torch.Tensor, part: str) -> torch.Tensor:
-        return (out[idx[part]].argmax(-1) == y[idx[part]][:, None]).float().mean(0)
-
-    def forward() -> torch.Tensor:
-        return model(x, graph)[:, None]
-
-    fit = fit_members(model, forward, lambda o: member_nll(o, y, idx["train"]),
-                      lambda o: (member_nll(o, y, idx["val"]), acc(o, "val")),
-                      MemberTraining(lr=0.01, weight_decay=5e-4, rule=StoppingRule(patience=50)), deterministic=True)
+    fit, forward = fit_node_members(model, x, graph, y, idx["train"], idx["val"],
+                                    MemberTraining(lr=0.01, weight_decay=5e-4, rule=StoppingRule(patience=50)),
+                                    deterministic=True)
     with torch.no_grad():
-        test = float(acc(forward(), "test")[0])
+        test = float(member_accuracy(forward(), y, idx["test"])[0])
     return {"wall_s": fit.wall_s, "epochs": fit.epochs, "test_acc": test}
 
 

@@ -17,9 +17,9 @@ from torch import Tensor, nn
 
 from cdflow.graph import Laplacian
 from cdflow.models import COIN, Members
-from cdflow.models.layers import member_nll
+from cdflow.models.layers import member_accuracy, member_nll
 from cdflow.sparse import SparseMatrix
-from cdflow.training import MemberFit, fit_members
+from cdflow.training import MemberFit, fit_node_members
 from experiments.graph.configs import ModelSpec, Training
 from experiments.graph.data import SPLIT_SEEDS, GraphTask, Masks, load_task
 
@@ -50,30 +50,17 @@ class MemberResult:
         return asdict(self)
 
 
-def accuracy(logp: Tensor, y: Tensor, index: Tensor) -> Tensor:
-    """Per-member accuracy over the nodes `index`: [N, K, C] → [K]."""
-    return (logp[index].argmax(-1) == y[index][:, None]).to(logp.dtype).mean(0)
-
-
 def train(model: nn.Module, x: SparseMatrix, graph: Laplacian | SparseMatrix | None, y: Tensor, masks: Masks,
           training: Training, deterministic: bool) -> tuple[list[MemberResult], MemberFit]:
     """Train every member with the protocol's early stopping (`cdflow.training.fit_members`: NLL on the
     training nodes, validation loss and accuracy for the rule), restore each member's best state and score it."""
 
-    def forward() -> Tensor:
-        out = model(x, graph)
-        return out[:, None] if out.ndim == 2 else out  # COIN / DiffResNet squeeze the member axis when K = 1
-
-    fit = fit_members(
-        model, forward,
-        train_loss=lambda out: member_nll(out, y, masks.train),
-        val_scores=lambda out: (member_nll(out, y, masks.val), accuracy(out, y, masks.val)),
-        training=training.member_training(), deterministic=deterministic,
-    )
+    fit, forward = fit_node_members(model, x, graph, y, masks.train, masks.val, training.member_training(),
+                                    deterministic)
     with torch.no_grad():
         out = forward()  # the restored weights, evaluation mode
-        train_acc, val_acc = accuracy(out, y, masks.train), accuracy(out, y, masks.val)
-        test_acc, val_loss = accuracy(out, y, masks.test), member_nll(out, y, masks.val)
+        train_acc, val_acc = member_accuracy(out, y, masks.train), member_accuracy(out, y, masks.val)
+        test_acc, val_loss = member_accuracy(out, y, masks.test), member_nll(out, y, masks.val)
         nan = ~torch.isfinite(out).flatten(2).all(-1).all(0)
     stop = fit.stopping
     epochs = torch.where(stop.stopped_at >= 0, stop.stopped_at + 1, training.max_epochs)

@@ -102,10 +102,7 @@ class SparseMatrix:
     def row_ids(self) -> Tensor:
         """The row of every stored non-zero (in storage order)."""
         if "row_ids" not in self._memo:
-            counts = torch.diff(self.offsets, append=torch.tensor([self.nnz], device=self.offsets.device))
-            self._memo["row_ids"] = torch.repeat_interleave(
-                torch.arange(self.n_rows, device=self.offsets.device), counts
-            )
+            self._memo["row_ids"] = _bag_ids(self.offsets, self.nnz)
         return self._memo["row_ids"]
 
     def row_sums(self) -> Tensor:
@@ -207,8 +204,7 @@ class SparseMatrix:
             offsets, cols = (self.t_offsets, self.t_cols) if transposed else (self.offsets, self.cols)
             n_out = offsets.numel()
             n_src = self.n_rows if transposed else self.n_cols
-            counts = torch.diff(offsets, append=torch.tensor([cols.numel()], device=offsets.device))
-            rows = torch.repeat_interleave(torch.arange(n_out, device=offsets.device), counts)
+            rows = self.row_ids() if not transposed else _bag_ids(offsets, cols.numel())
             size = -(-n_src // nb)
             blk = torch.div(cols, size, rounding_mode="floor")
             order = torch.argsort(blk, stable=True)  # grouped by block, in row order within a block
@@ -267,6 +263,12 @@ class SparseMatrix:
             flat = torch.arange(k * self.nnz, device=row.device)
             self._memo[key] = SparseMatrix.from_coo(rows, cols, flat, (self.n_rows * k, self.n_cols * k))
         return self._memo[key]
+
+
+def _bag_ids(offsets: Tensor, nnz: int) -> Tensor:
+    """The bag (output row) of every entry of a bag structure given by its start offsets."""
+    counts = torch.diff(offsets, append=torch.tensor([nnz], device=offsets.device))
+    return torch.repeat_interleave(torch.arange(offsets.numel(), device=offsets.device), counts)
 
 
 def _n_blocks(operand_bytes: int, row_bytes: int) -> int:

@@ -8,6 +8,7 @@ import pytest
 from smoke_runner import experiments_module, run_smoke
 
 from cdflow.data.paths import data_root
+from cdflow.models.layers import member_accuracy
 
 
 def _have(*parts: str) -> bool:
@@ -75,7 +76,7 @@ def test_early_stopping_is_per_member_and_restores_the_best_epoch(members):
     with torch.no_grad():  # the restored weights reproduce the recorded validation metrics
         out = model.eval()(x, lap)
     out = out[:, None] if members == 1 else out
-    val = units.accuracy(out, y, masks.val)
+    val = member_accuracy(out, y, masks.val)
     torch.testing.assert_close(val, torch.tensor([r.val_acc for r in results]))
 
 

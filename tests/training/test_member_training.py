@@ -11,14 +11,13 @@ import torch
 from cdflow.data.base import CdflowDataModule
 from cdflow.errors import ConfigError
 from cdflow.models import COIN, ConvectionDiffusionNet, DiffResNet, DiffusionSpec
-from cdflow.models.layers import member_nll
 from cdflow.training import (
     ContinuousDepthClassifier,
     MemberEarlyStopping,
     MemberStopping,
     MemberTraining,
     StoppingRule,
-    fit_members,
+    fit_node_members,
     member_views,
 )
 from cdflow.training.last_checkpoint import LastCheckpoint
@@ -68,20 +67,10 @@ def _fit_lightning(tmp_path, net, members=1, patience=5, validate_on_train_forwa
 
 def _fit_loop(net, dm, members=1, patience=5, deterministic=True, max_epochs=300):
     b = dm.batch
-    idx = {k: b[f"{k}_mask"].nonzero().flatten() for k in ("train", "val", "test")}
-    y = b["y"]
-
-    def forward():
-        out = net(b["x"], b["graph"])
-        return out if out.ndim == 3 else out[:, None]
-
-    def acc(out, part):
-        return (out[idx[part]].argmax(-1) == y[idx[part]][:, None]).float().mean(0)
-
-    fit = fit_members(net, forward, lambda o: member_nll(o, y, idx["train"]),
-                      lambda o: (member_nll(o, y, idx["val"]), acc(o, "val")),
-                      MemberTraining(lr=0.01, weight_decay=5e-4, max_epochs=max_epochs, rule=StoppingRule(patience)),
-                      deterministic=deterministic, members=members)
+    idx = {k: b[f"{k}_mask"].nonzero().flatten() for k in ("train", "val")}
+    fit, _ = fit_node_members(net, b["x"], b["graph"], b["y"], idx["train"], idx["val"],
+                              MemberTraining(lr=0.01, weight_decay=5e-4, max_epochs=max_epochs,
+                                             rule=StoppingRule(patience)), deterministic=deterministic, members=members)
     return fit
 
 

@@ -286,7 +286,7 @@ def _lanczos_bound(lap: Laplacian, n_iter: int = 40, safety: float = 1.01, seed:
         q = q / q.norm()
         basis, alphas, betas = [q], [], []
         for _ in range(m):
-            w = m64.with_values(vals) @ basis[-1]
+            w = m64 @ basis[-1]
             alphas.append(float((w * basis[-1]).sum()))
             vb = torch.cat(basis, dim=1)
             w = w - vb @ (vb.T @ w)

@@ -18,7 +18,7 @@ from cdflow.sparse import SparseMatrix
 
 __all__ = [
     "MemberLinear", "as_sparse", "check_dropouts", "check_members", "dropout", "init_uniform", "keep_mask",
-    "member_bias", "member_generators", "member_matmul", "member_mean", "member_nll",
+    "member_accuracy", "member_bias", "member_generators", "member_matmul", "member_mean", "member_nll",
 ]
 
 
@@ -128,6 +128,11 @@ def member_mean(values: Tensor) -> Tensor:
     that a member's result does not depend on how many members sit beside it (a mean over the strided axis
     0 rounds differently for different K)."""
     return values.t().contiguous().mean(1)
+
+
+def member_accuracy(logp: Tensor, y: Tensor, index: Tensor) -> Tensor:
+    """Per-member accuracy over the nodes `index`: logp [N, K, C] → [K]."""
+    return member_mean((logp[index].argmax(-1) == y[index][:, None]).to(logp.dtype))
 
 
 def member_nll(logp: Tensor, y: Tensor, index: Tensor) -> Tensor:

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
+from cdflow.models.layers import member_accuracy, member_nll
 from cdflow.training.member_stopping import MemberStopping, StoppingRule, member_views
 from cdflow.training.optim import build_optimizer
 
@@ -99,3 +100,28 @@ def fit_members(
     stopping.restore()
     model.eval()
     return MemberFit(stopping, epoch + 1, time.perf_counter() - start)
+
+
+def fit_node_members(
+    model: nn.Module,
+    x: object,
+    graph: object,
+    y: Tensor,
+    train: Tensor,
+    val: Tensor,
+    training: MemberTraining,
+    deterministic: bool,
+    members: int | None = None,
+) -> tuple[MemberFit, Callable[[], Tensor]]:
+    """`fit_members` for transductive node classification: NLL of the log-probabilities on the nodes `train`,
+    validation loss and accuracy on the nodes `val` for the rule. Returns the fit and the forward pass (outputs
+    [N, K, C], the member axis restored for one-member models) for scoring the restored weights."""
+
+    def forward() -> Tensor:
+        out = model(x, graph)
+        return out[:, None] if out.ndim == 2 else out  # COIN / DiffResNet drop the member axis when K = 1
+
+    fit = fit_members(model, forward, lambda out: member_nll(out, y, train),
+                      lambda out: (member_nll(out, y, val), member_accuracy(out, y, val)),
+                      training, deterministic, members)
+    return fit, forward
