@@ -73,3 +73,54 @@ def test_good_specs_construct():
     SolverSpec()
     SolverSpec(method="rk4", step_size=0.1, adjoint="backsolve", seminorm=True)
     SolverSpec(method="dopri5", adjoint="backsolve", adjoint_method="rk4", step_size=0.05)
+
+
+# -- options that cannot act on the chosen method are refused, not ignored (issue 13, item 7) -----------
+@pytest.mark.parametrize(("kwargs", "message"), [
+    (dict(method="rk4", step_size=0.25, adaptive=True), "adaptive=True .* SDE solves only"),
+    (dict(method="dopri5", adaptive=True), "adaptive=True .* SDE solves only"),
+    (dict(method="rk4", step_size=0.25, rtol=1e-9), "rtol=1e-09 set, but 'rk4' is a fixed-step method"),
+    (dict(method="rk4", step_size=0.25, atol=1e-9), "atol=1e-09 set"),
+    (dict(method="dopri5", sde_type="stratonovich"), "sde_type='stratonovich' applies to SDE solves only"),
+    (dict(method="dopri5", adjoint_rtol=1e-6), "adjoint_rtol applies to the adjoint solve"),
+    (dict(method="dopri5", adjoint_method="rk4"), "adjoint_method applies to the adjoint solve"),
+])
+def test_options_that_cannot_act_on_an_ode_are_refused(kwargs, message):
+    with pytest.raises(ConfigError, match=message):
+        SolverSpec(**kwargs).check_ode()
+
+
+def test_tolerances_on_a_fixed_step_forward_act_through_an_adaptive_adjoint():
+    spec = SolverSpec(method="rk4", step_size=0.25, rtol=1e-6, adjoint="backsolve", adjoint_method="dopri5")
+    assert spec.check_ode().name == "rk4"  # the adjoint's tolerances default to rtol/atol: they act
+
+
+def test_step_size_is_the_first_step_of_an_adaptive_method():
+    """torchdiffeq's dopri5 evaluates f(t0) and then its first stage at t0 + h0/5: with step_size = h0 that
+    stage sits at h0/5; without it, at torchdiffeq's own estimate."""
+    import torch
+
+    from cdflow.solve import solve
+
+    def first_stage_time(**kwargs):
+        times = []
+
+        class Drift(torch.nn.Module):
+            def forward(self, t, x):
+                times.append(float(t))
+                return -x
+
+        solve(Drift(), torch.ones(3, 2), SolverSpec(method="dopri5", **kwargs))
+        return times[1]
+
+    assert first_stage_time(step_size=1e-3) == pytest.approx(2e-4, rel=1e-6)
+    assert first_stage_time(step_size=0.05) == pytest.approx(0.01, rel=1e-6)
+    assert first_stage_time() != pytest.approx(2e-4, rel=1e-3)
+
+
+def test_sde_tolerances_without_adaptive_steps_are_refused():
+    from cdflow.sde import check_sde
+
+    with pytest.raises(ConfigError, match="tolerances act only with adaptive=True"):
+        check_sde(SolverSpec(method="euler", step_size=0.1, rtol=1e-6), "diagonal")
+    check_sde(SolverSpec(method="euler", step_size=0.1, rtol=1e-6, adaptive=True), "diagonal")  # they act

@@ -208,6 +208,17 @@ def check_sde(spec: SolverSpec, noise_type: str, levy_area: str | None = None) -
         )
     if spec.seminorm:
         raise ConfigError("seminorm applies to ODE adjoints only; torchsde's SDE adjoint has no seminorm option")
+    if not spec.adaptive:
+        changed = [n for n in ("rtol", "atol", "adjoint_rtol", "adjoint_atol")
+                   if getattr(spec, n) != SolverSpec.__dataclass_fields__[n].default]
+        if changed:
+            raise ConfigError(
+                f"{', '.join(f'{n}={getattr(spec, n)}' for n in changed)} set, but the SDE is solved with fixed "
+                f"steps (dt={spec.step_size if spec.step_size is not None else spec.t1 / 100:g}): tolerances act "
+                "only with adaptive=True; set it or drop the tolerances"
+            )
+    if spec.adjoint == "none" and spec.adjoint_method is not None:
+        raise ConfigError("adjoint_method applies to the adjoint solve: set adjoint='backsolve' or drop it")
     dt = spec.step_size if spec.step_size is not None else spec.t1 / 100
     _check_step(spec, dt)
     if spec.adjoint == "none":
@@ -458,13 +469,13 @@ def mean_field_spec(spec: SolverSpec) -> SolverSpec:
 
     The method is the SDE method's zero-noise limit (euler, milstein, euler_heun → euler; midpoint, log_ode →
     midpoint; heun → heun2) and rk4 otherwise (reversible_heun, srk), with the SDE's step dt (default
-    t1/100), t1, tolerances, max_steps and adjoint mode (the ODE adjoint uses the same method).
+    t1/100), t1, max_steps and adjoint mode (the ODE adjoint uses the same method; a fixed-step solve has no
+    tolerances).
     """
     dt = spec.step_size if spec.step_size is not None else spec.t1 / 100
     method = _ZERO_NOISE_ODE.get(spec.method, "rk4")
     assert method in ode_methods()
-    return SolverSpec(method=method, step_size=dt, t1=spec.t1, rtol=spec.rtol, atol=spec.atol,
-                      adjoint=spec.adjoint, max_steps=spec.max_steps)
+    return SolverSpec(method=method, step_size=dt, t1=spec.t1, adjoint=spec.adjoint, max_steps=spec.max_steps)
 
 
 def sample_paths(

@@ -166,6 +166,8 @@ def solve(drift: nn.Module, x0: Tensor, spec: SolverSpec, ts: Tensor | None = No
         # output is far less accurate than its steps for low-order methods (dopri8 at rtol 1e-6: 6e-5
         # interpolated vs 1e-7 stepped, on dx/dt = Ax in the tests).
         options = {"step_t": t[1:], **info.options}
+        if spec.step_size is not None:  # the first step of an adaptive method (torchdiffeq's own estimate else)
+            options["first_step"] = spec.step_size
     else:
         options = {"step_size": spec.step_size, **info.options}
     adj_info = ode_method(spec.adjoint_method or spec.method) if spec.adjoint != "none" else None
@@ -177,6 +179,8 @@ def solve(drift: nn.Module, x0: Tensor, spec: SolverSpec, ts: Tensor | None = No
             adj_options = dict(adj_info.options)
             if not adj_info.adaptive:
                 adj_options["step_size"] = spec.step_size
+            elif spec.step_size is not None:
+                adj_options["first_step"] = spec.step_size
             if spec.seminorm:
                 adj_options["norm"] = "seminorm"
             ys = odeint_adjoint(

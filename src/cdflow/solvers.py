@@ -114,6 +114,10 @@ def all_method_names() -> list[str]:
     return sorted(set(ode_methods()) | set(sde_methods()))
 
 
+def _default(name: str):  # noqa: ANN202 — a SolverSpec field's default value
+    return SolverSpec.__dataclass_fields__[name].default
+
+
 AdjointMode = Literal["none", "backsolve"]
 SDEType = Literal["ito", "stratonovich"]
 
@@ -125,8 +129,9 @@ class SolverSpec:
     Args:
         method: an ODE method of torchdiffeq (dopri5, rk4, …) or, with a noise term, an SDE method of
             torchsde (euler, milstein, reversible_heun, …).
-        rtol, atol: tolerances of adaptive methods.
-        step_size: step of fixed-step methods (required for them); initial step dt of SDE solves.
+        rtol, atol: tolerances of adaptive methods (refused when no method of the solve adapts its step).
+        step_size: step of fixed-step methods (required for them); the first step of adaptive ODE methods
+            (torchdiffeq's ``first_step``; default: its own estimate); the step dt of SDE solves.
         t1: the depth T > 0.
         adjoint: ``none`` backpropagates through the solver's operations; ``backsolve`` solves the adjoint
             equation backwards in time (memory O(1) in the number of steps).
@@ -135,8 +140,9 @@ class SolverSpec:
         seminorm: measure the adjoint's error only on the state and adjoint state, not on the parameter
             gradients (Kidger, Chen & Lyons 2021): fewer backward steps, same gradients to tolerance.
         max_steps: fail with a SolverError after this many (attempted) steps; ``None`` = unlimited.
-        sde_type: Itô or Stratonovich interpretation of the noise (SDE solves only).
-        adaptive: adaptive steps for SDE methods (ODE adaptivity is a property of the method).
+        sde_type: Itô or Stratonovich interpretation of the noise (SDE solves only: refused on an ODE).
+        adaptive: adaptive steps for SDE methods (ODE adaptivity is a property of the method: refused on
+            an ODE).
     """
 
     method: str = "dopri5"
@@ -184,8 +190,34 @@ class SolverSpec:
 
     # -- checks that depend on whether the solve is an ODE or an SDE ---------------------------------
     def check_ode(self) -> ODEMethod:
-        """Validate this spec for an ODE solve and return the method's registry entry."""
+        """Validate this spec for an ODE solve and return the method's registry entry. Options that cannot
+        act on an ODE solve with this method are refused, not ignored."""
         info = ode_method(self.method)
+        if self.adaptive:
+            raise ConfigError(
+                "adaptive=True switches on torchsde's adaptive steps and applies to SDE solves only; this solve is "
+                f"an ODE, where adaptivity is a property of the method ({self.method!r} is "
+                f"{'adaptive' if info.adaptive else 'fixed-step'}): choose an adaptive method (dopri5, bosh3, …) "
+                "and set adaptive=False"
+            )
+        if self.sde_type != _default("sde_type"):
+            raise ConfigError(
+                f"sde_type={self.sde_type!r} applies to SDE solves only and this solve is an ODE (no noise term): "
+                "add noise (e.g. --model.diffusion.kind noise) or leave sde_type unset"
+            )
+        if self.adjoint == "none":
+            for name in ("adjoint_method", "adjoint_rtol", "adjoint_atol"):
+                if getattr(self, name) is not None:
+                    raise ConfigError(f"{name} applies to the adjoint solve: set adjoint='backsolve' or drop {name}")
+        adjoint_adapts = self.adjoint != "none" and ode_method(self.adjoint_method or self.method).adaptive
+        if not info.adaptive and not adjoint_adapts:
+            changed = [f"{n}={getattr(self, n)}" for n in ("rtol", "atol") if getattr(self, n) != _default(n)]
+            if changed:
+                raise ConfigError(
+                    f"{', '.join(changed)} set, but {self.method!r} is a fixed-step method (step_size="
+                    f"{self.step_size}) and tolerances only act on adaptive methods: choose an adaptive method "
+                    "(dopri5, bosh3, …) or drop the tolerances"
+                )
         if not info.adaptive and self.step_size is None:
             raise ConfigError(
                 f"method {self.method!r} is fixed-step: set step_size (e.g. step_size={self.t1 / 10:g}) "
