@@ -25,6 +25,10 @@ _EXPORTS: dict[str, str] = {
     "GraphDataModule": "modules",
     "MNISTDataModule": "modules",
     "ToyDataModule": "modules",
+    "TabularDataModule": "tabular",
+    "GraphFileDataModule": "graph_files",
+    "LabelNames": "label_names",
+    "read_label_names": "label_names",
     # loaders
     "CovidData": "covid",
     "load_covid": "covid",
@@ -72,9 +76,12 @@ __all__ = [
     "GNN_BENCHMARK_FILES",
     "GraphData",
     "GraphDataModule",
+    "GraphFileDataModule",
+    "LabelNames",
     "MNISTDataModule",
     "RemoteFile",
     "SplitData",
+    "TabularDataModule",
     "ToyDataModule",
     "check_edge_index",
     "check_finite",
@@ -102,6 +109,7 @@ __all__ = [
     "parse_idx",
     "random_split",
     "read_idx",
+    "read_label_names",
     "sha256_file",
     "split_with_labels",
     "stratified_split",
@@ -127,12 +135,15 @@ if TYPE_CHECKING:  # static analysers see the eager imports
     from cdflow.data.base import BATCH_KEYS, Batch, CdflowDataModule, full_batch_loader, minibatch_loader
     from cdflow.data.covid import CovidData, load_covid
     from cdflow.data.digits import load_digits, load_digits_arrays
+    from cdflow.data.graph_files import GraphFileDataModule
     from cdflow.data.graphs import GNN_BENCHMARK_FILES, GraphData, load_graph, load_npz_graph, random_split
     from cdflow.data.idx import load_mnist, parse_idx, read_idx, write_idx
+    from cdflow.data.label_names import LabelNames, read_label_names
     from cdflow.data.modules import DigitsDataModule, GraphDataModule, MNISTDataModule, ToyDataModule
     from cdflow.data.paths import RemoteFile, data_root, download, fetch_missing, sha256_file, verify_checksum
     from cdflow.data.planetoid import load_planetoid
     from cdflow.data.splits import SplitData, labelled_subset, split_with_labels, stratified_split
+    from cdflow.data.tabular import TabularDataModule
     from cdflow.data.toys import make_circles, make_moons, make_spirals, make_toy, make_xor
     from cdflow.data.validate import (
         check_edge_index,
