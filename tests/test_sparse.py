@@ -150,23 +150,37 @@ def test_mm_stacked_dropout_equals_the_masked_dense_product() -> None:
 
 
 def test_mm_stacked_dropout_is_independent_per_member_and_unbiased() -> None:
-    x = bag_of_words().float()
+    """With W_k = I the output is member k's dropped A, so its non-zeros are the keep indicators. Over 400 draws
+    (M = 400·nnz indicators per member): each entry is kept with probability 1 − p (within 4 standard errors);
+    two members' indicators are uncorrelated (|r| ≤ 4/√M, the Monte Carlo error of r under independence); the
+    Monte Carlo mean of dropout_k(A) W_k is A W_k within 5 exact standard errors, element by element, and each
+    element's variance is the p/(1−p) Σ_f a_nf² w_kfh² of independently dropped entries (within −30% / +40%)."""
+    x = bag_of_words()
     a = SparseMatrix.from_tensor(x)
+    p, k, n_draws = 0.5, 3, 400
     torch.manual_seed(0)
-    w = torch.randn(3, 30, 4)
-    same = torch.stack([w[0]] * 3)
-    out = a.mm_stacked_dropout(same, 0.5)
-    assert out.shape == (40, 3, 4)
-    assert not torch.allclose(out[:, 0], out[:, 1]) and not torch.allclose(out[:, 1], out[:, 2])
-    # evaluation mode and p = 0 are the plain product
+    eye = torch.eye(30, dtype=F64).expand(k, 30, 30).contiguous()
+    rows, cols = a.row_ids(), a.cols
+    keep = torch.stack([a.mm_stacked_dropout(eye, p)[rows, :, cols] != 0 for _ in range(n_draws)])  # [draws, nnz, K]
+    keep = keep.reshape(-1, k).double()
+    m = keep.shape[0]
+    assert (keep.mean() - (1 - p)).abs() <= 4 * (p * (1 - p) / keep.numel()) ** 0.5
+    corr = torch.corrcoef(keep.T)
+    for i in range(k):
+        for j in range(i + 1, k):
+            assert corr[i, j].abs() <= 4 / m**0.5, f"members {i}, {j}: keep correlation {corr[i, j]:.4f}"
+    w = torch.randn(k, 30, 4, dtype=F64)
     plain = torch.einsum("nf,kfh->nkh", x, w)
-    torch.testing.assert_close(a.mm_stacked_dropout(w, 0.5, training=False), plain)
+    # evaluation mode and p = 0 are the plain product
+    torch.testing.assert_close(a.mm_stacked_dropout(w, p, training=False), plain)
     torch.testing.assert_close(a.mm_stacked_dropout(w, 0.0), plain)
-    # unbiased: the Monte Carlo mean is within 5 standard errors of x W, element by element
-    draws = torch.stack([a.mm_stacked_dropout(w, 0.5) for _ in range(400)]).double()
-    se = draws.std(0) / 400**0.5
-    err = (draws.mean(0) - plain.double()).abs()
-    assert (err <= 5 * se + 1e-6).all(), f"max error/SE {(err / (se + 1e-12)).max():.1f}"
+    draws = torch.stack([a.mm_stacked_dropout(w, p) for _ in range(n_draws)])
+    assert draws.shape == (n_draws, 40, k, 4)
+    var = p / (1 - p) * torch.einsum("nf,kfh->nkh", x**2, w**2)  # independent Bernoulli(1 − p) entries
+    z = (draws.mean(0) - plain) / (var / n_draws).sqrt().clamp_min(1e-12)
+    assert z.abs().max() <= 5, f"max |mean − x W| / SE = {z.abs().max():.1f}"
+    ratio = draws.var(0)[var > 0] / var[var > 0]  # sample variance of 400 draws: ±20% seen
+    assert ratio.min() >= 0.7 and ratio.max() <= 1.4, f"variance / exact: {ratio.min():.3f} … {ratio.max():.3f}"
 
 
 def test_bad_entries() -> None:

@@ -2,18 +2,27 @@
 
 from __future__ import annotations
 
+import inspect
+import statistics
+from collections import defaultdict
 from typing import Any
 
-from experiments.common import provenance
+from cdflow.data.graphs import random_split
+from experiments.common import mean_std, provenance
 from experiments.graph import report
+from experiments.graph.configs import CDNET, DIFFRESNET, continuous_net
 from experiments.graph.configs import ROW_KEYS as ORDER
+from experiments.graph.data import SPLIT_SEEDS
+from experiments.graph.timing import timing_setting
 
 
 def _timing_lines(timing: dict[str, Any] | None) -> list[str]:
     if not timing:
         return ["Not measured in this run (`python -m experiments.graph.timing` measures it)."]
-    lines = [f"Source: {timing.get('source', '')}. One Cora COIN run, explicit τ = 0.35 × 20 steps, split 0 "
-             "(seed 121958), initialisation seed 0, from fresh weights to early stopping, after one warm-up run "
+    st = timing.get("setting") or timing_setting()  # older timings: the setting `timing.py` times
+    lines = [f"Source: {timing.get('source', '')}. One {st['dataset'].capitalize()} COIN run, explicit τ = "
+             f"{st['tau']} × {st['n_steps']} steps, split {st['split']} (seed {st['split_seed']}), initialisation "
+             f"seed {st['init_seed']}, from fresh weights to early stopping, after one warm-up run "
              "(data loading excluded); OpenMP wait policy "
              f"{timing.get('omp_wait_policy', 'not recorded')}. The thread counts may take different numbers of "
              "epochs: a different summation order changes the trajectory and the early-stopping epoch.", "",
@@ -23,6 +32,134 @@ def _timing_lines(timing: dict[str, Any] | None) -> list[str]:
         lines.append(f"| {r['threads']} | {r['wall_s']:.2f} | {r['epochs']} | {r['ms_per_epoch']:.1f} | "
                      f"{r['test_acc']:.4f} | {r['loadavg_before']} |")
     return lines
+
+
+def _default(fn: Any, name: str) -> Any:
+    """A keyword's default in the function that uses it (the one source of the number)."""
+    return inspect.signature(fn).parameters[name].default
+
+
+def _main_runs(runs: list[dict[str, Any]], protocol: str, ds: str, model: str) -> list[dict[str, Any]]:
+    return [r for r in runs if r["phase"] == "main" and r["split_protocol"] == protocol and r["dataset"] == ds
+            and r["model"] == model]
+
+
+def data_sentence(runs: list[dict[str, Any]], datasets: list[str]) -> str:
+    """Node counts of the largest connected components, from the records (absent in older records)."""
+    nodes = {}
+    for ds in datasets:
+        counts = {r["n_nodes"] for r in runs if r["dataset"] == ds and r["split_protocol"] == "random"
+                  and "n_nodes" in r}
+        if len(counts) == 1:
+            nodes[ds] = counts.pop()
+    if not nodes:
+        return ""
+    return " (" + ", ".join(f"{ds.capitalize()} {n:,} nodes" for ds, n in nodes.items()) + ")"
+
+
+def seed_sentence(runs: list[dict[str, Any]]) -> str:
+    """The initialisation seeds as recorded: the rule 1000·s + i when every random-split run follows it."""
+    rs = [r for r in runs if r["phase"] == "main" and r["split_protocol"] == "random"]
+    if rs and all(r["init_seed"] == 1000 * r["split"] + r["init"] for r in rs):
+        return ("Initialisation i of split s has seed 1000·s + i, shared by every row (rows are paired by "
+                "initialisation).")
+    return "Initialisation seeds: the `init_seed` of each record."
+
+
+def cdnet_sentence(summary: dict[str, dict[str, Any]], proto: dict[str, Any]) -> str:
+    """The continuous net's cost and share of the protocol, from its rows (empty when it did not run)."""
+    parts = []
+    for ds in proto["datasets"]:
+        s = summary.get(f"random/{ds}/cdnet")
+        if not s:
+            continue
+        per_epoch = s["wall_per_run_s"] / s["epochs_mean"]
+        inits = s["n"] / max(1, len(s["splits"]))
+        public = "also" if summary.get(f"public/{ds}/cdnet") else "not"
+        parts.append(f"{ds.capitalize()}: {per_epoch:.2f} s per epoch (wall time per run / mean epochs), "
+                     f"{len(s['splits'])} of {proto['n_splits']} splits × {inits:g} initialisation(s), {public} on "
+                     "the public split")
+    return ("; ".join(parts) + ".") if parts else ""
+
+
+def gamma_sentence() -> str:
+    """How the continuous net's γ relates to Diff-ResNet's total diffusion time τ·n (from the recipes)."""
+    same = all(abs(CDNET[ds]["gamma"] - DIFFRESNET[ds]["tau"] * DIFFRESNET[ds]["n_steps"]) < 1e-9 for ds in CDNET)
+    gammas = ", ".join(f"{ds} {CDNET[ds]['gamma']:g}" for ds in CDNET)
+    drops = {(CDNET[ds]["input_dropout"], CDNET[ds]["dropout"]) for ds in CDNET}
+    if len(drops) == 1:
+        inp, hid = drops.pop()
+        drop = f"dropout {inp:g} on the input and on h(0)" if inp == hid else \
+            f"dropout {inp:g} on the input and {hid:g} on h(0)"
+    else:
+        drop = "dropout " + ", ".join(f"{ds} {CDNET[ds]['input_dropout']:g} / {CDNET[ds]['dropout']:g} (input / "
+                                      "h(0))" for ds in CDNET)
+    return (f"γ ({gammas}) = Diff-ResNet's total diffusion time τ·n" if same else f"γ: {gammas}") + f", {drop}"
+
+
+def stability_notes(runs: list[dict[str, Any]], summary: dict[str, dict[str, Any]], datasets: list[str]) -> list[str]:
+    """Negative probabilities of the explicit COIN rows, with λ_max when the records carry it."""
+    out = []
+    for ds in datasets:
+        rs = _main_runs(runs, "random", ds, "coin-explicit")
+        s = summary.get(f"random/{ds}/coin-explicit")
+        if not rs or not s:
+            continue
+        taus = {r["kwargs"]["tau"] for r in rs}
+        lams = {round(r["lam_max"], 6) for r in rs if "lam_max" in r}
+        text = f"{ds.capitalize()}, explicit COIN: "
+        if len(taus) == 1 and len(lams) == 1:
+            tau, lam = taus.pop(), lams.pop()
+            growth = abs(1 - tau * lam)
+            text += (f"λ_max ≈ {lam:.3f} (Lanczos estimate), so 2/λ_max ≈ {2 / lam:.3f} "
+                     f"{'<' if 2 / lam < tau else '≥'} τ = {tau} and the highest-frequency mode is multiplied by "
+                     f"|1 − τλ_max| ≈ {growth:.3f} per step ({'grows' if growth > 1 else 'decays'}); ")
+        text += (f"u(T) has negative entries in {s['negative_u_runs']} of {s['n']} runs "
+                 f"({s['negative_u_entries']} entries" + ("" if s["min_u"] is None else f", min {s['min_u']:.3g}")
+                 + f"); NaN runs: {s['n_nan']}.")
+        split = summary.get(f"random/{ds}/coin-split")
+        if split:
+            text += (f" Split rows (exp(−nτL), which keeps u ≥ 0): negative entries in {split['negative_u_runs']} of "
+                     f"{split['n']} runs.")
+        out.append(f"* {text}")
+    if out:
+        out.insert(0, "* Negative probabilities: the explicit step u ← u − τLu is stable only for τ ≤ 2/λ_max(L); "
+                      "beyond it the highest-frequency mode grows and u(T) can get negative entries (the loss "
+                      "takes log max(u, 1e-8), so no NaN from them).")
+    return out
+
+
+def _test_acc(runs: list[dict[str, Any]], protocol: str, ds: str, model: str) -> dict[tuple[int, int], float]:
+    """Test accuracy per (split, initialisation seed) of one row's finite runs."""
+    return {(r["split"], r["init_seed"]): r["test_acc"] for r in _main_runs(runs, protocol, ds, model) if not r["nan"]}
+
+
+def paired_split_notes(runs: list[dict[str, Any]], datasets: list[str]) -> list[str]:
+    """Split against explicit COIN on the runs both rows have (same split and initialisation seed): the mean
+    paired difference of test accuracy, against the spread of the explicit row's per-split mean accuracy."""
+    out = []
+    for protocol in ("random", "public"):
+        for ds in datasets:
+            ex, sp = (_test_acc(runs, protocol, ds, m) for m in ("coin-explicit", "coin-split"))
+            pairs = sorted(set(ex) & set(sp))
+            if not pairs:
+                continue
+            diff = [sp[k] - ex[k] for k in pairs]
+            d_mean, d_std = mean_std(diff)
+            text = (f"* {ds.capitalize()}, {protocol} split{'s' if protocol == 'random' else ''}: COIN's split "
+                    f"integrator (exact exp(−nτL)) against the explicit steps, paired by split and initialisation "
+                    f"({len(pairs)} pairs): test accuracy {100 * d_mean:+.2f} points on average (std of the paired "
+                    f"differences {100 * d_std:.2f})")
+            per_split: dict[int, list[float]] = defaultdict(list)
+            for (split, _), v in ex.items():
+                per_split[split].append(v)
+            if len(per_split) > 1:
+                spread = statistics.stdev(statistics.fmean(v) for v in per_split.values())
+                rel = "less than" if abs(d_mean) < spread else "not less than"
+                text += (f", {rel} the spread across splits (std of the explicit row's per-split mean accuracy, "
+                         f"{100 * spread:.2f} points over {len(per_split)} splits)")
+            out.append(text + ".")
+    return out
 
 
 def markdown(payload: dict[str, Any]) -> str:
@@ -35,6 +172,7 @@ def markdown(payload: dict[str, Any]) -> str:
     floor_rows, floor_lines = report.floors(s, payload.get("timing"), payload.get("full_protocol_estimate"),
                                             full_run)
     train = proto["training"]
+    cdnet_spec = continuous_net(1, 2, 0, **CDNET["cora"]).solver  # the continuous row's solver settings
     out = [
         "# Node classification on Cora and Citeseer",
         "",
@@ -47,12 +185,13 @@ def markdown(payload: dict[str, Any]) -> str:
                                            for mg in payload.get("merged", [])]], m, payload["loadavg_end"]),
         "## Protocol",
         "",
-        "* Data: gnn-benchmark `cora.npz` / `citeseer.npz`, largest connected component (Cora 2,485 nodes, "
-        "Citeseer 2,110), binarised + row-normalised bag-of-words; split s = `random_split(labels, seed_s)`: "
-        "20 training and 30 validation nodes per class, the rest test, with seed_s the s-th split seed of the "
-        "Diff-ResNet reference code (`np.random.RandomState(42).randint(0, 10**6, 100)`: 121958, 671155, …), "
-        "so split s is the reference's split s. Initialisation i of split s has seed 1000·s + i, shared by every "
-        "row (rows are paired by initialisation).",
+        "* Data: gnn-benchmark `cora.npz` / `citeseer.npz`, largest connected component"
+        f"{data_sentence(payload['runs'], proto['datasets'])}, binarised + row-normalised bag-of-words; split s = "
+        f"`random_split(labels, seed_s)`: {_default(random_split, 'train_per_class')} training and "
+        f"{_default(random_split, 'val_per_class')} validation nodes per class, the rest test, with seed_s "
+        "the s-th split seed of the Diff-ResNet reference code (`np.random.RandomState(42).randint(0, 10**6, 100)`: "
+        f"{SPLIT_SEEDS[0]}, {SPLIT_SEEDS[1]}, …), so split s is the reference's split s. "
+        f"{seed_sentence(payload['runs'])}",
         f"* Training: Adam (lr {train['lr']}, weight decay {train['weight_decay']}), full batch, at most "
         f"{train['max_epochs']} epochs, early stopping with patience {train['patience']}: the counter resets when "
         + ("the validation loss *or* accuracy improves or ties (val_loss ≤ min or val_acc ≥ max, as in the older "
@@ -74,9 +213,9 @@ def markdown(payload: dict[str, Any]) -> str:
         f"Settings used: {coin}.",
         "* Continuous convection–diffusion net (`cdflow.models.ConvectionDiffusionNet`): "
         "h(0) = dropout(ReLU(dropout(x) W_in + b_in)), dh/dt = W₂ tanh(W₁h + b₁) + b₂ − γLh "
-        "on [0, 1] by dopri5 (rtol 1e-3, atol 1e-4; one solve per member), "
-        "linear head; γ = Diff-ResNet's total diffusion time τ·n, dropout 0.5 twice. Slow on 2 cores (about "
-        "0.7 s per epoch), so it runs 20% of the splits with one initialisation, and not on the public split.",
+        f"on [0, {cdnet_spec.t1:g}] by {cdnet_spec.method} (rtol {cdnet_spec.rtol:g}, atol {cdnet_spec.atol:g}; one "
+        "solve per member), "
+        f"linear head; {gamma_sentence()}. {cdnet_sentence(s, proto)}".rstrip(),
         "",
         "## Floors",
         "",
@@ -107,7 +246,8 @@ def markdown(payload: dict[str, Any]) -> str:
         out += [
             "## Full protocol (measured)",
             "",
-            f"Cora COIN (explicit), {full_run['splits']} splits × 20 initialisations = {full_run['runs']} runs, "
+            f"Cora COIN (explicit), {full_run['splits']} splits × {full_run['runs'] // max(1, full_run['splits'])} "
+            f"initialisations = {full_run['runs']} runs, "
             f"run by `{full_run['command']}` (results in `graph_full.md` / `graph_full.json`): "
             f"{full_run['wall_s'] / 60:.1f} min wall time with {full_run['workers']} process(es), load average "
             f"{full_run['loadavg_start']} at start and {full_run['loadavg_end']} at end; test accuracy "
@@ -118,7 +258,8 @@ def markdown(payload: dict[str, Any]) -> str:
         out += [
             "## Full protocol (estimate, not run)",
             "",
-            "Cora COIN (explicit), 100 splits × 20 initialisations = 2,000 runs × "
+            f"Cora COIN (explicit), {report.FULL_SPLITS} splits × {report.FULL_INITS} initialisations = "
+            f"{est['runs']:,} runs × "
             f"{est['per_run_s']:.2f} s per run (measured in this run, members together, under the load above) ≈ "
             f"{est['minutes_one_process']:.0f} min in one process, ≈ {est['minutes_two_processes']:.0f} min with "
             "`--workers 2` on two free cores. This is an estimate from the measured per-split time, not a run "
@@ -128,16 +269,12 @@ def markdown(payload: dict[str, Any]) -> str:
     out += [
         "## Notes",
         "",
-        "* Negative probabilities: the explicit step is stable only for τ ≤ 2/λ_max(L); on Cora λ_max ≈ 5.78, so "
-        "2/λ_max ≈ 0.346 < 0.35 and the highest-frequency mode grows by |1 − 0.35 λ_max| ≈ 1.02 per step: u(T) "
-        "gets negative entries (counted in the table; the log is clamped at 1e-8, so no NaN). The split "
-        "integrator applies exp(−nτL), which keeps u(T) ≥ 0 and rows summing to one.",
+        *stability_notes(payload["runs"], s, proto["datasets"]),
         "* Diff-ResNet is the reference code's F-wide graph network (`cdflow.models.DiffResNet`, hidden=None): "
         "h = x + ReLU(W₁x + b₁) with W₁ F×F, then n × [dropout → h ← h − τLh], then a linear head, trained "
         "with cross-entropy; its backward keeps only the dropout masks (the layers are linear in h). "
         "The no-diffusion rows are the same networks with n = 0 (no dropout then).",
-        "* COIN's explicit and split rows share initialisations (paired): the split integrator's exact "
-        "exp(−nτL) changes accuracy by less than the spread across splits.",
+        *paired_split_notes(payload["runs"], proto["datasets"]),
         f"* Floors met: {sum(r['met'] for r in floor_rows)} / {len(floor_rows)}.",
         "",
     ]

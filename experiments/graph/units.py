@@ -114,6 +114,8 @@ def run_unit(unit: Unit) -> list[dict[str, Any]]:
             "batch_wall_s": fit.wall_s,
             "wall_s": fit.wall_s / len(seeds),
             "pid": os.getpid(),
+            "n_nodes": t.data.num_nodes,
+            "lam_max": t.lam_max,  # Lanczos estimate of λ_max(L), for the report's stability statement
             **res.as_dict(),
         }
         if isinstance(model, COIN) and model.last_u is not None:

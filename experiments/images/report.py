@@ -2,16 +2,19 @@
 
 from __future__ import annotations
 
+import inspect
 import statistics
 from typing import Any
 
+from cdflow.data.modules import DigitsDataModule
+from cdflow.models import DiffusionSpec
 from experiments.common import machine_info, mean_std, provenance  # noqa: F401 — re-exported for the runners
-from experiments.images.config import EXTRA_KINDS, HPARAMS, KINDS, Settings
+from experiments.images.config import EXTRA_KINDS, HPARAMS, KINDS, UNMEASURED, Settings
 
 KIND_LABELS = {
     "none": "no diffusion",
-    "graph": "graph diffusion γ=1",
-    "graph_strong": "graph diffusion γ=10",
+    "graph": f"graph diffusion γ={HPARAMS['diffusion_graph']['gamma']:g}",
+    "graph_strong": f"graph diffusion γ={HPARAMS['gamma_strong']:g}",
     "noise": "SDE noise (Feynman–Kac)",
     "none_default": "no diffusion, module default net",
 }
@@ -56,6 +59,17 @@ def table(summary: dict[str, Any], dataset: str, labels: tuple[int, ...], kinds:
     return lines
 
 
+def n_points(runs: list[dict], dataset: str) -> str | None:
+    """The transductive set's size as recorded by the runs ("1,797"; sizes joined by "/" if they differ)."""
+    sizes = sorted({r["n_points"] for r in runs if r["dataset"] == dataset and "n_points" in r})
+    return "/".join(f"{n:,}" for n in sizes) or None
+
+
+def _solver(spec: dict) -> str:
+    return spec["method"] + (f" (rtol {spec['rtol']:g}, atol {spec['atol']:g})" if "rtol" in spec
+                             else f" with step {spec['step_size']:g}")
+
+
 def markdown(payload: dict[str, Any], settings: Settings) -> str:
     """The results page ``images.md``."""
     s, m, summary = settings, payload["machine"], payload["summary"]
@@ -64,7 +78,13 @@ def markdown(payload: dict[str, Any], settings: Settings) -> str:
     digits_kinds = [k for k in (*KINDS, *EXTRA_KINDS) if k in present and any(
         key.startswith("digits/") and key.endswith(f"/{k}") for key in summary)]
     mnist_kinds = [k for k in KINDS if any(key.startswith("mnist/") and key.endswith(f"/{k}") for key in summary)]
-    n_pts = "all 70,000" if s.mnist_points is None else f"{s.mnist_points:,}"
+    runs = payload.get("runs", [])
+    n_digits = n_points(runs, "digits")
+    n_mnist = n_points(runs, "mnist") or ("all" if s.mnist_points is None else f"{s.mnist_points:,}")
+    test_pct = f"{100 * inspect.signature(DigitsDataModule).parameters['test_fraction'].default:.0f}%"
+    graph_steps = hp["diffusion_graph"]["n_steps"]
+    steps_note = (f" (the library default is {DiffusionSpec().n_steps}: {UNMEASURED['graph_steps']})"
+                  if graph_steps < DiffusionSpec().n_steps else "")
     lines = [
         "# Semi-supervised images: no diffusion vs graph diffusion vs SDE noise",
         "",
@@ -82,34 +102,36 @@ def markdown(payload: dict[str, Any], settings: Settings) -> str:
         f"tanh encoder to {hp['hidden']} features, convection dz = MLP(z, t) dt (width {hp['width']}, depth "
         f"{hp['depth']}, tanh) over t ∈ [0, 1], linear head. Adam lr {hp['lr']}, weight decay {hp['weight_decay']}, "
         "one full-batch step per epoch.",
-        "  * **no diffusion**: dopri5 (rtol 1e-3, atol 1e-4).",
-        f"  * **graph diffusion**: + −γLz with γ = {hp['diffusion_graph']['gamma']} (and γ = {hp['gamma_strong']}: "
-        "tried once after seeing the γ = 1 results, not tuned further), L the combinatorial Laplacian "
+        f"  * **no diffusion**: {_solver(hp['ode_solver'])}.",
+        f"  * **graph diffusion**: + −γLz with γ = {hp['diffusion_graph']['gamma']:g} (and γ = "
+        f"{hp['gamma_strong']:g}: {UNMEASURED['gamma_strong']}), L the combinatorial Laplacian "
         f"of the self-tuning Gaussian kNN graph (k = {hp['graph']['knn_k']}, scale from the "
         f"{hp['graph']['knn_k_scale']}th neighbour; `knn_gaussian_graph`) over the input features, built once; "
-        f"Strang splitting with {hp['diffusion_graph']['n_steps']} steps (the default is 10: 7× slower on digits "
-        "at no accuracy gain in a check on seeds 0–1 with 10 labels per class), exact Krylov diffusion sub-steps, "
-        "dopri5 convection sub-steps.",
-        f"  * **SDE noise**: dZ = v dt + ς dW, ς = {hp['sigma']} (diagonal), Euler–Maruyama with step 0.1; one "
+        f"Strang splitting with {graph_steps} steps{steps_note}, exact Krylov diffusion sub-steps, "
+        f"{hp['ode_solver']['method']} convection sub-steps.",
+        f"  * **SDE noise**: dZ = v dt + ς dW, ς = {hp['sigma']} (diagonal), Euler–Maruyama with step "
+        f"{hp['sde_solver']['step_size']:g}; one "
         f"path per training step; evaluation = Feynman–Kac Monte Carlo mean of the softmax over "
         f"{hp['n_samples']} paths.",
-        f"* **digits** (scikit-learn 8×8, 1,797 points, 64 pixel features in [0, 1]): `DigitsDataModule("
+        f"* **digits** (scikit-learn 8×8{f', {n_digits} points' if n_digits else ''}, 64 pixel features in "
+        "[0, 1]): `DigitsDataModule("
         f"transductive=True, labels_per_class=L, seed)` trained by a Lightning `Trainer` on "
         f"`ContinuousDepthClassifier` for {s.digits_epochs} epochs. The data module's stratified split also "
-        "holds out a 20% test split; its accuracy is the second table (what `cdflow fit` reports).",
-        f"* **MNIST**: {n_pts} images drawn stratified (seeded) from the train + test files (70,000), pixels / 255, "
+        f"holds out a {test_pct} test split; its accuracy is the second table (what `cdflow fit` reports).",
+        f"* **MNIST**: {n_mnist} images drawn stratified (seeded) from the train + test files, pixels / 255, "
         f"PCA to {s.pca_dim} dimensions (`torch.pca_lowrank`, centred, scaled to unit overall std), kNN graph over "
         f"the PCA features; plain full-batch torch loop, {s.mnist_epochs} Adam steps.",
         "",
     ]
     if any(k.startswith("digits/") for k in summary):
-        lines += [f"## Digits: accuracy on the unlabelled points (mean ± std (n runs); {1797} points)", ""]
+        lines += ["## Digits: accuracy on the unlabelled points (mean ± std (n runs)"
+                  + (f"; {n_digits} points)" if n_digits else ")"), ""]
         lines += table(summary, "digits", s.labels, digits_kinds, "unlabelled")
-        lines += ["", "## Digits: accuracy on the held-out 20% test split (the CLI's test/acc)", ""]
+        lines += ["", f"## Digits: accuracy on the held-out {test_pct} test split (the CLI's test/acc)", ""]
         lines += table(summary, "digits", s.labels, digits_kinds, "test")
         lines += [""]
     if any(k.startswith("mnist/") for k in summary):
-        lines += [f"## MNIST ({n_pts} points, PCA {s.pca_dim}): accuracy on the unlabelled points", ""]
+        lines += [f"## MNIST ({n_mnist} points, PCA {s.pca_dim}): accuracy on the unlabelled points", ""]
         lines += table(summary, "mnist", s.labels, mnist_kinds, "unlabelled")
         lines += [""]
     lines += [
@@ -117,8 +139,7 @@ def markdown(payload: dict[str, Any], settings: Settings) -> str:
         "Digits models are built by the LightningModule with `network=\"cdnet\"` (`--model.network cdnet`), i.e. "
         "the same `ConvectionDiffusionNet` for every diffusion kind; `no diffusion, module default net` is "
         "`network=\"default\"` with `--model.diffusion.kind none` (linear encoder without tanh, dropout after it, "
-        "`build_classifier`). (The first runs passed the same `ConvectionDiffusionNet` as `model=`; with the same "
-        "seed both constructions give identical initial weights, checked.)",
+        "`build_classifier`).",
         "",
     ]
     return "\n".join(lines)

@@ -15,6 +15,10 @@ def gaussian_noise(x: Tensor, sigma: float, generator: torch.Generator) -> Tenso
     return (x + sigma * noise).clamp(0.0, 1.0)
 
 
+#: PGD's default step: this fraction of ε.
+STEP_FRACTION = 0.25
+
+
 def pgd_linf(
     model: nn.Module,
     x: Tensor,
@@ -26,13 +30,13 @@ def pgd_linf(
     before_step: Callable[[int], None] | None = None,
 ) -> Tensor:
     """L∞ PGD with a uniform random start: maximise the cross-entropy of ``model(x')`` over
-    ‖x' − x‖∞ ≤ eps, x' ∈ [0, 1]; ``steps`` signed-gradient steps of ``step_size`` (default eps / 4).
+    ‖x' − x‖∞ ≤ eps, x' ∈ [0, 1]; ``steps`` signed-gradient steps of ``step_size`` (default STEP_FRACTION · eps).
 
     The model's scores are differentiated as they are computed at evaluation (for the SDE: the log of the
     Monte Carlo mean of the softmax over its paths). ``before_step(k)`` runs before step k's gradient (e.g. to
     draw fresh paths). Returns the last iterate.
     """
-    alpha = eps / 4 if step_size is None else step_size
+    alpha = STEP_FRACTION * eps if step_size is None else step_size
     model.eval()
     start = (torch.rand(x.shape, generator=generator, dtype=x.dtype) * 2 - 1) * eps
     x_adv = (x + start).clamp(0.0, 1.0)

@@ -6,7 +6,9 @@ import statistics
 from typing import Any
 
 from experiments.common import machine_info, mean_std, provenance  # noqa: F401 — re-exported for the runners
+from experiments.robustness.attacks import STEP_FRACTION
 from experiments.robustness.config import HPARAMS, Settings
+from experiments.robustness.models import MEAN, STD
 
 
 def row_label(model: str) -> str:
@@ -106,6 +108,16 @@ def findings(summary: dict[str, Any], settings: Settings) -> list[str]:
     return lines
 
 
+def conv_ode_lines(summary: dict[str, Any]) -> list[str]:
+    """The conv neural ODE row's note, with its measured clean accuracy (none when the row is absent)."""
+    entry = summary.get("conv_ode")
+    if entry is None or "clean" not in entry["mean"]:
+        return []
+    return [f"* The conv neural ODE row is a different, larger-capacity model (the ODE-Net of "
+            f"`experiments/configs/mnist.yaml`; clean accuracy here {entry['mean']['clean']:.4f} on "
+            f"{entry['n']} run(s)): one trained network, for reference only."]
+
+
 def markdown(payload: dict[str, Any], settings: Settings) -> str:
     """The results page ``robustness.md``."""
     s, m, hp = settings, payload["machine"], HPARAMS
@@ -123,27 +135,29 @@ def markdown(payload: dict[str, Any], settings: Settings) -> str:
         "",
         f"* Both models are the same `cdflow.models.ConvectionDiffusionNet` on flattened MNIST (an MLP-style model, "
         "for a like-for-like comparison; the conv ODE block has no noise variant): pixels in [0, 1] → "
-        f"(x − 0.1307) / 0.3081 → linear 784 → {hp['hidden']} → tanh → dz = MLP(z, t) dt [+ ς dW] over [0, "
+        f"(x − {MEAN}) / {STD} → linear 784 → {hp['hidden']} → tanh → dz = MLP(z, t) dt [+ ς dW] over [0, "
         f"{hp['t1']}] (width {hp['width']}, depth {hp['depth']}, {hp['activation']}) → linear head. The "
         "normalisation is inside the model, so noise and attacks act on [0, 1] pixels.",
-        f"* **neural ODE**: Euler, step {hp['step_size']} (10 steps). **SDE**: Euler–Maruyama with the same step, "
+        f"* **neural ODE**: {hp['method'].capitalize()}, step {hp['step_size']} ({round(hp['t1'] / hp['step_size'])} "
+        "steps). **SDE**: Euler–Maruyama with the same step, "
         f"ς ∈ {list(s.sde_sigmas)} (one model each; {hp['noise_type']}), Itô; trained with one Brownian path per "
         "step; evaluated by the "
         f"Feynman–Kac Monte Carlo mean of the softmax over {s.n_samples} paths (scores = log of that mean). "
         "**SDE-trained, mean-field ODE eval**: the same SDE weights evaluated by the noise-free ODE (separates "
         "training with noise from averaging over paths at test time).",
-        f"* Training: Adam lr {hp['lr']}, cosine to 0, batch {s.batch_size}, {s.epochs} epochs, no augmentation.",
+        f"* Training: Adam lr {hp['lr']}, {hp['lr_schedule']} to 0, batch {s.batch_size}, {s.epochs} epochs, no "
+        "augmentation.",
         "* **Gaussian noise**: x' = clip(x + σ ε, 0, 1), ε ~ N(0, I), σ in [0, 1] pixel units (before the "
         "normalisation); one noise draw per image (seeded).",
         f"* **PGD** (L∞): ε in [0, 1] pixel units; uniform random start in the ε-ball; {s.pgd_steps} signed-gradient "
-        "steps of ε/4 on the cross-entropy of the model's evaluation scores; projection onto the ε-ball ∩ [0, 1]; "
+        f"steps of {STEP_FRACTION:g}·ε on the cross-entropy of the model's evaluation scores; projection onto the "
+        "ε-ball ∩ [0, 1]; "
         "the last iterate is scored. For the SDE the attack differentiates through the Monte Carlo mean (log of "
         f"the mean softmax over {s.n_samples} paths, backpropagated through the Euler–Maruyama solve): *fixed* — "
         "every step uses the very paths the evaluation then uses (white-box, including the randomness: the "
         "strongest setting); *fresh* — new paths at every step (expectation over transformation), scored on "
         "evaluation paths the attack never saw.",
-        "* The conv neural ODE row (when present) is a different, larger-capacity model (the ≥ 98% ODE-Net of "
-        "`experiments/configs/mnist.yaml`, see `mnist.md`): one trained network, for reference only.",
+        *conv_ode_lines(payload["summary"]),
         "",
         "## Accuracy (mean ± std over seeds)",
         "",

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import inspect
 import statistics
 from typing import Any
 
+from cdflow.data import toys as toy_data
 from experiments.common import artefact, machine_info, mean_std, provenance  # noqa: F401 — re-exported for the runners
+from experiments.toys import figures
 from experiments.toys.config import DATASETS, RECIPES, Settings
 
 LD_STEPS = (0, 1, 2, 5, 10, 20, 50, 100, 150, 200)
@@ -66,7 +69,8 @@ def accuracy_table(summary: dict[str, Any], protocol: str, settings: Settings) -
 
 def ld_table(summary: dict[str, Any], curves: list[dict]) -> list[str]:
     n = len(summary["xor_ratio_mean"])
-    lines = ["| k | l (seed 0) | d (seed 0) | l/d (seed 0) | l/d median | l/d min | l/d max | l/d mean ± std |",
+    first = f"seed {curves[0]['seed']}"
+    lines = [f"| k | l ({first}) | d ({first}) | l/d ({first}) | l/d median | l/d min | l/d max | l/d mean ± std |",
              "|---|---|---|---|---|---|---|---|"]
     for k in [s for s in LD_STEPS if s < n] + ([n - 1] if n - 1 not in LD_STEPS else []):
         lines.append(f"| {k} | {curves[0]['l'][k]:.4g} | {curves[0]['d'][k]:.4g} | {curves[0]['ratio'][k]:.4g} | "
@@ -74,6 +78,28 @@ def ld_table(summary: dict[str, Any], curves: list[dict]) -> list[str]:
                      f"{summary['xor_ratio_max'][k]:.4g} | "
                      f"{summary['xor_ratio_mean'][k]:.4g} ± {summary['xor_ratio_std'][k]:.2g} |")
     return lines
+
+
+#: SGD steps of the reference scripts (Diff-ResNet `synthetic/*_example.py`).
+REFERENCE_SGD_STEPS = 20
+
+
+def _default(fn: Any, name: str) -> Any:
+    """A keyword's default value in the function that uses it (the one source of the number)."""
+    return inspect.signature(fn).parameters[name].default
+
+
+def _per_dataset(field: str) -> str:
+    """A recipe field per dataset, as "a / b / c" in DATASETS order (one value if they agree)."""
+    values = [getattr(RECIPES[ds], field) for ds in DATASETS]
+    return f"{values[0]:g}" if len(set(values)) == 1 else " / ".join(f"{v:g}" for v in values)
+
+
+def _lr_sentence() -> str:
+    lrs = {ds: RECIPES[ds].lr for ds in DATASETS}
+    common = max(set(lrs.values()), key=list(lrs.values()).count)
+    others = [f"{lr:g} {ds}" for ds, lr in lrs.items() if lr != common]
+    return f"lr {common:g}" + (f" ({', '.join(others)})" if others else "")
 
 
 def markdown(payload: dict[str, Any], settings: Settings, curves: list[dict]) -> str:
@@ -84,6 +110,8 @@ def markdown(payload: dict[str, Any], settings: Settings, curves: list[dict]) ->
 
     s, m = payload["summary"], payload["machine"]
     seeds = ", ".join(map(str, settings.seeds))
+    devs = [r["propagator_vs_explicit_max_abs_diff"] for r in payload.get("runs", [])
+            if r.get("propagator_vs_explicit_max_abs_diff") is not None]
     out = [
         "# 2-D toys: Diff-ResNet with and without diffusion, and the XOR distance–diameter ratio",
         "",
@@ -95,19 +123,29 @@ def markdown(payload: dict[str, Any], settings: Settings, curves: list[dict]) ->
         *provenance([payload["command"]], m),
         "## Protocol (our reading of Diff-ResNet `synthetic/*_example.py`)",
         "",
-        "* Data: `cdflow.data.toys` (moons: sklearn, noise 0.05; circles: radii 2 / 1, noise 0.05; spirals "
-        "r = ±(1+t), noise 0.1); the seed sets the data noise, the split and the init.",
-        "* Graph on the 2-D inputs: k nearest points (self included), w = exp(−|xi−xj|²/ε²), ε = 0.5, rows "
-        "normalised (P), L = I − P; k = 25 / 50 / 25 for moons / circles / spirals.",
+        "* Data: `cdflow.data.toys` (moons: sklearn, noise "
+        f"{_default(toy_data.make_moons, 'noise'):g}; circles: radii "
+        f"{' / '.join(f'{r:g}' for r in _default(toy_data.make_circles, 'radii'))}, noise "
+        f"{_default(toy_data.make_circles, 'noise'):g}; spirals r = ±(1+t), noise "
+        f"{_default(toy_data.make_spirals, 'noise'):g}); the seed sets the data noise, the split and the init.",
+        "* Graph on the 2-D inputs: k nearest points (self included), w = exp(−|xi−xj|²/ε²), "
+        f"ε = {_per_dataset('eps')}, rows normalised (P), L = I − P; k = {_per_dataset('k')} for "
+        f"{' / '.join(DATASETS)}.",
         "* Network: z = x + W₂ ReLU(W₁x + b₁) + b₂ (width 2), then n diffusion layers z ← z − τLz "
-        "(τ = 1; n = 60 / 200 / 900), then a linear head 2 → 2. Without diffusion: n = 0.",
-        "* The n diffusion layers are applied as the precomputed operator (I − τL)ⁿ (identical to n explicit "
-        "layers; max deviation from `cdflow.heat.explicit_diffusion` recorded per run).",
-        "* Full-batch SGD, lr 1.0 (0.8 spirals), weight decay 5e-4, 20 steps as in the reference. The reference "
-        "creates a new SGD(momentum=0.9) every step, so momentum never accumulates: we use plain SGD.",
-        "* `split` (main table): transductive; all points in one batch, labels of a random 20% used for "
-        "the loss, 20% validation, 60% test. Reported: test accuracy after the last step (final) and at the "
-        "step of best validation accuracy.",
+        f"(τ = {_per_dataset('tau')}; n = {_per_dataset('n_steps')}), then a linear head 2 → 2. Without diffusion: "
+        "n = 0.",
+        "* The n diffusion layers are applied as the precomputed operator (I − τL)ⁿ (the same map as n explicit "
+        "layers; the deviation from `cdflow.heat.explicit_diffusion` is recorded per run"
+        + (f", at most {max(devs):.2g} here" if devs else "") + ").",
+        f"* Full-batch SGD, {_lr_sentence()}, weight decay {_per_dataset('weight_decay')}, {settings.sgd_steps} steps"
+        + (" as in the reference" if settings.sgd_steps == REFERENCE_SGD_STEPS else
+           f" (the reference: {REFERENCE_SGD_STEPS})")
+        + ". The reference creates a new SGD(momentum=0.9) every step, so momentum never accumulates: we use "
+        "plain SGD.",
+        f"* `split` (main table): transductive; all points in one batch, labels of a random "
+        f"{100 * settings.train_frac:.0f}% used for the loss, {100 * settings.val_frac:.0f}% validation, "
+        f"{100 * (1 - settings.train_frac - settings.val_frac):.0f}% test. Reported: test accuracy after the last "
+        "step (final) and at the step of best validation accuracy.",
         "* `all` (the reference scripts' own protocol): every label trains, accuracy on all points (fit accuracy).",
         "",
         f"## Test accuracy, transductive split (mean ± std over {len(settings.seeds)} seeds)",
@@ -120,7 +158,8 @@ def markdown(payload: dict[str, Any], settings: Settings, curves: list[dict]) ->
         "",
         f"## XOR: distance–diameter ratio l/d after k diffusion steps ({len(curves)} seeds)",
         "",
-        f"kNN graph of the 400 XOR points (k = {settings.xor.k}, ε = {settings.xor.eps}, rows normalised), "
+        f"kNN graph of the {4 * settings.xor.n_per_disk} XOR points (k = {settings.xor.k}, ε = {settings.xor.eps}, "
+        "rows normalised), "
         f"x ← x − {settings.xor.tau}·Lx; l = minimum distance between points of different disks, d = maximum "
         f"disk diameter. l/d non-decreasing in k for every seed: {s['xor_monotone_increasing_every_seed']}. "
         "Once the kNN graph splits into components (one per disk, or a few points cut off inside a disk), "
@@ -132,11 +171,13 @@ def markdown(payload: dict[str, Any], settings: Settings, curves: list[dict]) ->
         "",
         "## Figures",
         "",
-        f"* `figures/{png('toys_decision_boundaries')}`: P(class 1) and the 0.5 contour, seed 0, split protocol. "
+        f"* `figures/{png('toys_decision_boundaries')}`: P(class 1) and the 0.5 contour, seed "
+        f"{settings.seeds[0]}, split protocol. "
         "With diffusion the model is transductive; off-data points are placed by an out-of-sample extension "
         "(each grid point receives diffusion from its k nearest data points; data features are unchanged).",
         f"* `figures/{png('toys_trajectories')}`: features of every point through depth (input, residual block, "
-        "diffusion steps), seed 0 diffusion model; last column: paths of 40 particles through all layers.",
+        f"diffusion steps), seed {settings.seeds[0]} diffusion model; last column: paths of "
+        f"{_default(figures.trajectories, 'n_tracks')} particles through all layers.",
         f"* `figures/{png('toys_xor_ld')}`: l and d, the l/d curve, and the XOR points at three depths.",
         "",
     ]

@@ -3,6 +3,7 @@ fixed epochs, the final model's test MSE recorded before the best-validation sta
 
 import json
 import math
+import statistics
 
 import pytest
 import torch
@@ -26,7 +27,28 @@ def test_covid_runner_smoke(tmp_path):
     for r in saved["runs"]:
         assert not r["nan"] and math.isfinite(r["test_mse"]) and r["test_mse"] >= 0
     assert all(a >= 1 for a in saved["mask_attempts"])
-    assert "| model |" in (tmp_path / "covid_smoke.md").read_text()
+    md = (tmp_path / "covid_smoke.md").read_text()
+    assert "| model |" in md
+    # values: the summary is the mean of the raw records, epochs are in range, the report states the records
+    epochs = saved["settings"]["epochs"]
+    for key, entry in saved["summary"].items():
+        rs = [r for r in saved["runs"] if r["model"] == key]
+        final = [r["test_mse"] if r["test_mse_final_epoch"] is None else r["test_mse_final_epoch"] for r in rs]
+        assert entry["n"] == len(rs)
+        assert entry["test_mean"] == pytest.approx(statistics.fmean(r["test_mse"] for r in rs))
+        assert entry["test_final_mean"] == pytest.approx(statistics.fmean(final))
+        assert f"{entry['test_final_mean']:.4f} ± {entry['test_final_std']:.4f}" in md
+    for r in saved["runs"]:
+        if r["best_epoch"] is not None:
+            assert 0 <= r["best_epoch"] <= epochs
+            if r["best_epoch"] == epochs:  # the final model is the best: both readings agree
+                assert r["test_mse_final_epoch"] == pytest.approx(r["test_mse"])
+    best = statistics.fmean(r["best_epoch"] for r in saved["runs"] if r["model"] == "mlp")
+    assert f"Mean best-validation epoch (of {epochs}): " in md and f"MLP {best:.1f}" in md
+    (task,) = saved["tasks"]
+    assert 0 < task["train_targets"] and 0 < task["val_targets"]
+    assert task["test_targets"] == task["test_snapshots"] * task["n_regions"]
+    assert task["train_targets"] + task["val_targets"] <= task["observed"]
 
 
 

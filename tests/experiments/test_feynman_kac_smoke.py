@@ -2,7 +2,9 @@
 
 import json
 import math
+import statistics
 
+import pytest
 from smoke_runner import run_smoke
 
 
@@ -25,5 +27,13 @@ def test_feynman_kac_smoke_outputs_are_well_formed(tmp_path):
         assert 1.8 < row["observed_order"] < 2.2
     assert result["pde_validation"][-1]["max_error"] < 1e-3 and result["pde_error_estimate"] < 1e-3
     assert result["library_check"]["within_4_max_se"]
-    assert "| n |" in (tmp_path / "feynman_kac_smoke.md").read_text()
+    md = (tmp_path / "feynman_kac_smoke.md").read_text()
+    assert "| n |" in md
+    for n in ns:  # each cell is the mean of its runs, as the table prints it
+        for m in ms:
+            cell = summary["cells"][f"{n}/{m}"]
+            rs = [r for r in result["runs"] if (r["n"], r["M"]) == (n, m)]
+            assert cell["runs"] == len(rs)
+            assert cell["gap_mean"] == pytest.approx(statistics.fmean(r["gap"] for r in rs))
+            assert f"{cell['gap_mean']:.4f} ± {cell['gap_std']:.4f}" in md
     assert (tmp_path / "figures" / "fk_gap_smoke.png").stat().st_size > 1000

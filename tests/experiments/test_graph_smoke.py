@@ -3,6 +3,7 @@ adapter over the library loop `cdflow.training.fit_members`."""
 
 import json
 import math
+import statistics
 
 import pytest
 from smoke_runner import experiments_module, run_smoke
@@ -42,6 +43,30 @@ def test_graph_runner_smoke(tmp_path):
     for s in saved["summary"].values():
         assert 0.0 <= s["test_mean"] <= 1.0 and s["n"] >= 1
     assert "| model |" in md and "## Floors" in md
+    # values: each summary is the mean of its raw records, and the table prints it
+    for key, s in saved["summary"].items():
+        protocol, ds, model = key.split("/")
+        rs = [r for r in saved["runs"] if r["phase"] == "main" and r["split_protocol"] == protocol
+              and r["dataset"] == ds and r["model"] == model]
+        assert s["n"] == len(rs)
+        assert s["test_mean"] == pytest.approx(statistics.fmean(r["test_acc"] for r in rs))
+        assert s["epochs_mean"] == pytest.approx(statistics.fmean(r["epochs"] for r in rs))
+        assert f"| {s['label']} | {100 * s['test_mean']:.2f} ± {100 * s['test_std']:.2f} | {s['n']} |" in md
+    training = saved["protocol"]["training"]
+    for r in saved["runs"]:  # patience > max_epochs: every run trains max_epochs, the restored epoch before
+        assert r["epochs"] == training["max_epochs"] and 0 <= r["best_epoch"] < r["epochs"]
+    # the tuned point is the grid point of highest mean validation accuracy over the tuning runs
+    tune: dict[str, list[float]] = {}
+    for r in saved["runs"]:
+        if r["phase"] == "tune":
+            tune.setdefault(f"{r['kwargs']['tau']}/{r['kwargs']['n_steps']}", []).append(r["val_acc"])
+    chosen = saved["chosen"]["tuning"]
+    best = max(tune, key=lambda k: statistics.fmean(tune[k]))
+    assert f"{chosen['tau']}/{chosen['n_steps']}" == best
+    # paired rows: explicit and split COIN share the initialisation seeds of each split
+    seeds = {m: {(r["split"], r["init_seed"]) for r in saved["runs"] if r["phase"] == "main" and r["model"] == m
+                 and r["split_protocol"] == "random"} for m in ("coin-explicit", "coin-split")}
+    assert seeds["coin-explicit"] == seeds["coin-split"]
 
 
 @pytest.mark.parametrize("members", [1, 3])

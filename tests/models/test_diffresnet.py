@@ -137,19 +137,33 @@ def test_member_initialisation_depends_only_on_its_seed():
         torch.testing.assert_close(getattr(c, name)[2], getattr(d, name)[0])
 
 
+def _dirichlet_energy(s: torch.Tensor, lap: torch.Tensor) -> float:
+    """tr(Sᵀ L S) = ½ Σ_ij w_ij ‖s_i − s_j‖² for L = diag(W·1) − W: how much S varies along the edges."""
+    return float(torch.trace(s.T @ lap @ s))
+
+
 def test_diffresnet_ablation_and_diffusion():
+    """n = 0 is the ResNet ablation; with n > 0 (evaluation, no dropout) the class scores are (I − τL)ⁿ times
+    the ablation's: diffusion smooths them, and their Dirichlet energy tr(Sᵀ L S) drops."""
     ei = ring_with_hub()
-    x = features(31)
+    x = features(31).double()
+    lap = laplacian_from_edges(ei, 31, kind="gcn", dtype=F64).to_dense()
     torch.manual_seed(0)
-    with_diffusion = DiffResNet(5, 3, hidden=8, tau=0.2, n_steps=4).eval()
-    without = DiffResNet(5, 3, hidden=8, tau=0.2, n_steps=0).eval()
+    with_diffusion = DiffResNet(5, 3, hidden=8, tau=0.2, n_steps=4).double().eval()
+    without = DiffResNet(5, 3, hidden=8, tau=0.2, n_steps=0).double().eval()
     without.load_state_dict(with_diffusion.state_dict())
-    a, b = with_diffusion(x, ei), without(x, ei)
+    with torch.no_grad():
+        a, b = with_diffusion(x, ei), without(x, ei)
     assert a.shape == b.shape == (31, 3)
-    assert not torch.allclose(a, b)
     assert with_diffusion.diffusion_stats.products == 4
-    torch.testing.assert_close(a.exp().sum(1), torch.ones(31))
     assert with_diffusion.last_graph.startswith("edges graph, gcn Laplacian, 31 nodes")
+    # log-softmax subtracts one constant per node: centring over the classes recovers the scores S J (J the
+    # centring matrix), and L·1 = 0 keeps the head's bias row out of the diffusion
+    sa, sb = a - a.mean(1, keepdim=True), b - b.mean(1, keepdim=True)
+    propagator = torch.linalg.matrix_power(torch.eye(31, dtype=F64) - 0.2 * lap, 4)
+    torch.testing.assert_close(sa, propagator @ sb, atol=1e-12, rtol=1e-10)
+    smooth, rough = _dirichlet_energy(sa, lap), _dirichlet_energy(sb, lap)
+    assert rough > 0 and smooth < 0.5 * rough, (smooth, rough)
 
 
 def test_bad_settings():

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import lightning as L
+import matplotlib.image as mpimg
 import numpy as np
 import pytest
+from matplotlib import colormaps
 
 from cdflow.data.modules import DigitsDataModule, ToyDataModule
 from cdflow.solvers import SolverSpec
@@ -43,9 +45,40 @@ def test_project_2d():
     assert proj.shape == (11, 2) and what.startswith("PCA") and np.allclose(proj[:, 1], 0, atol=1e-9)
 
 
+def _png(fig, path):
+    """Save at the figure's own dpi (so pixels match display coordinates) and decode it: RGB floats [H, W, 3]."""
+    fig.savefig(path, dpi=fig.dpi)
+    img = mpimg.imread(path)
+    w, h = fig.get_size_inches() * fig.dpi
+    assert img.shape[:2] == (round(h), round(w)), (img.shape, w, h)
+    return img[..., :3]
+
+
+def _pixel(img, fig, ax, x, y):
+    """The colour at data point (x, y) of `ax` (display coordinates have their origin at the bottom left)."""
+    px, py = ax.transData.transform((x, y))
+    return img[img.shape[0] - 1 - int(round(py)), int(round(px))]
+
+
+def _has_colour(img, rgb, tol=0.02):
+    return bool((np.abs(img - np.asarray(rgb)[:3]).max(-1) < tol).any())
+
+
 def test_figure_helpers_draw(tmp_path):
+    """Both PNGs decode at the figure's size; the confusion matrix shades each cell by its count (the largest
+    count darkest, zero white-ish); the trajectories draw each class in its tab10 colour."""
     cm = np.array([[3, 1], [0, 4]])
-    confusion_matrix_figure(cm).savefig(tmp_path / "cm.png")
+    fig = confusion_matrix_figure(cm)
+    img = _png(fig, tmp_path / "cm.png")
+    assert img.std() > 0.05  # not blank
+    ax = fig.axes[0]
+    # sample each cell off-centre (the count is written at its centre)
+    shade = {(i, j): _pixel(img, fig, ax, j - 0.3, i - 0.3).mean() for i in range(2) for j in range(2)}
+    assert shade[(1, 1)] < shade[(0, 0)] < shade[(0, 1)] < shade[(1, 0)], shade
+    assert shade[(1, 0)] > 0.9 and shade[(1, 1)] < 0.3, shade
     traj = np.cumsum(np.random.default_rng(0).normal(size=(6, 4, 3)), axis=0)
-    trajectories_figure(traj, np.array([0, 1, 0, 1]), np.linspace(0, 1, 6)).savefig(tmp_path / "tr.png")
-    assert (tmp_path / "cm.png").stat().st_size > 0 and (tmp_path / "tr.png").stat().st_size > 0
+    fig = trajectories_figure(traj, np.array([0, 1, 0, 1]), np.linspace(0, 1, 6))
+    img = _png(fig, tmp_path / "tr.png")
+    tab10 = colormaps["tab10"]
+    assert _has_colour(img, tab10(0)) and _has_colour(img, tab10(1))  # class 0 blue, class 1 orange
+    assert not _has_colour(img, tab10(2))  # no third class
