@@ -17,3 +17,11 @@ class DataError(CdflowError, ValueError):
 
 class SolverError(CdflowError, RuntimeError):
     """A solve failed: non-finite state, step-size underflow, or too many steps."""
+
+
+class RunFolderError(CdflowError, OSError):
+    """A run folder cannot be used: not writable, a file in the way (see `cdflow.training.run_folder`)."""
+
+
+class RunFolderInUse(RunFolderError):
+    """Another live cdflow process holds the run folder's lock."""

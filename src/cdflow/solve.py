@@ -235,6 +235,12 @@ def _translate(err: AssertionError, func: _Instrumented, spec: SolverSpec) -> So
                 f"the drift returned non-finite (NaN/Inf) values{where} with method {spec.method!r}, so every "
                 "step was rejected: check the velocity field for overflow or invalid operations"
             )
+    if "underflow" in msg and last_y is not None and last_y.dtype == torch.float16:
+        return SolverError(
+            f"step-size underflow{where} with method {spec.method!r}: the state is float16 (about 3 significant "
+            f"digits), too coarse for rtol={spec.rtol}, atol={spec.atol}; compute in float32 (--trainer.precision "
+            "32-true, or bf16-true / bf16-mixed) or use a fixed-step method (e.g. method='rk4', step_size=0.05)"
+        )
     if "underflow" in msg:
         return SolverError(
             f"step-size underflow{where} with method {spec.method!r} (rtol={spec.rtol}, atol={spec.atol}): "

@@ -345,6 +345,7 @@ def _cli_env(monkeypatch: pytest.MonkeyPatch) -> None:
 
 QUICK = ["--trainer.logger", "false", "--trainer.enable_progress_bar", "false", "--trainer.enable_model_summary",
          "false", "--trainer.callbacks", "[]", "--model.hidden", "16", "--model.width", "16"]
+QUICK_PREDICT = [*QUICK, "--model.solver.method", "rk4", "--model.solver.step_size", "0.25"]
 
 
 def test_fit_help_lists_the_data_modules(_cli_env: None, capsys: pytest.CaptureFixture) -> None:
@@ -365,6 +366,18 @@ def test_cli_trains_a_table_from_a_csv(_cli_env: None, wine_csv: Path, tmp_path:
     ckpt = torch.load(root / "checkpoints" / "last.ckpt", weights_only=True)
     assert ckpt["TabularDataModule"]["label_names"] == ["barbera", "barolo", "grignolino"]
     assert cli.test_results[0]["test/acc"] > 0.6
+    # predictions come back in the original label names, indexed by the file's rows of the test split
+    pred = run_cli(["predict", "--data", "TabularDataModule", "--data.path", str(wine_csv),
+                    "--ckpt_path", str(root / "checkpoints" / "last.ckpt"), *QUICK_PREDICT])
+    with open(pred.predictions_path, newline="") as fh:
+        rows = list(csv.DictReader(fh))
+    test_rows = cli.datamodule.predict_index.tolist()
+    assert [int(r["index"]) for r in rows] == test_rows and len(rows) == int(cli.datamodule.masks["test"].sum())
+    with open(wine_csv, newline="") as fh:
+        file_labels = [r["label"] for r in csv.DictReader(fh)]
+    assert [r["label"] for r in rows] == [file_labels[i] for i in test_rows]  # the true names, row by row
+    assert {r["prediction"] for r in rows} <= {"barbera", "barolo", "grignolino"}
+    assert sum(r["prediction"] == r["label"] for r in rows) / len(rows) > 0.6
 
 
 def test_cli_trains_a_graph_from_an_npz(_cli_env: None, sbm_npz: Path, tmp_path: Path) -> None:

@@ -18,6 +18,7 @@ from torch.utils.data import DataLoader, Dataset, TensorDataset
 from cdflow.data.resumable import EpochShuffleSampler, ResumableLoader
 from cdflow.data.splits import SplitData
 from cdflow.data.validate import check_finite, check_labels, check_transductive_batch
+from cdflow.errors import ConfigError
 from cdflow.graph import Graph
 from cdflow.sparse import SparseMatrix
 
@@ -97,6 +98,11 @@ class CdflowDataModule(L.LightningDataModule):
         self, *, transductive: bool, batch_size: int = 1, num_workers: int = 0, seed: int = 0
     ) -> None:
         super().__init__()
+        if not (isinstance(batch_size, int) and batch_size >= 1):
+            raise ConfigError(f"--data.batch_size must be an integer ≥ 1, got {batch_size!r}")
+        if not (isinstance(num_workers, int) and num_workers >= 0):
+            raise ConfigError(f"--data.num_workers must be an integer ≥ 0 (0: load in the main process), got "
+                              f"{num_workers!r}")
         self.transductive = transductive
         self._batch_size, self._num_workers, self._seed = batch_size, num_workers, seed
         self.batch: Batch | None = None

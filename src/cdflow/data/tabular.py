@@ -110,8 +110,6 @@ class TabularDataModule(LabelNamesMixin, CdflowDataModule):
         super().__init__(transductive=False, batch_size=batch_size, num_workers=num_workers, seed=seed)
         self.save_hyperparameters()
         fractions = check_fractions(split)
-        if batch_size < 1:
-            raise ConfigError(f"--data.batch_size must be ≥ 1, got {batch_size}.")
         table = read_table(check_path(path, TABLE_SUFFIXES))
         raw, labels, label_field, self.feature_names = self._read(table, label, features)
         y, self.label_names = encode_labels(table, labels, label_field, classes)
@@ -122,6 +120,8 @@ class TabularDataModule(LabelNamesMixin, CdflowDataModule):
         if masks is None:
             masks = split_by_fractions(y, self.label_names, fractions, seed, where)
         self.masks = dict(zip(SPLITS, masks))
+        #: the file row (0-based, header excluded) of each example of the predict set (the test split)
+        self.predict_index = torch.from_numpy(np.flatnonzero(self.masks["test"]))
         self.y = torch.from_numpy(y)
         self._raw = raw
         self.num_classes = len(self.label_names)

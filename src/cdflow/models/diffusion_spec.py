@@ -47,10 +47,10 @@ class DiffusionSpec:
             if getattr(self, name) not in valid:
                 raise ConfigError(f"diffusion.{name}={getattr(self, name)!r} is invalid; valid: {', '.join(valid)}")
         if self.gamma < 0:
-            raise ConfigError(f"diffusion.gamma must be ≥ 0, got {self.gamma}")
+            raise ConfigError(f"--model.diffusion.gamma must be ≥ 0, got {self.gamma}")
         if self.n_steps < 1:
-            raise ConfigError(f"diffusion.n_steps must be ≥ 1, got {self.n_steps}")
+            raise ConfigError(f"--model.diffusion.n_steps must be ≥ 1, got {self.n_steps}")
         if self.sigma < 0:
-            raise ConfigError(f"diffusion.sigma must be ≥ 0, got {self.sigma}")
+            raise ConfigError(f"--model.diffusion.sigma must be ≥ 0, got {self.sigma}")
         if self.n_samples < 1:
-            raise ConfigError(f"diffusion.n_samples must be ≥ 1, got {self.n_samples}")
+            raise ConfigError(f"--model.diffusion.n_samples must be ≥ 1, got {self.n_samples}")

@@ -3,7 +3,9 @@
 `AtomicCheckpointIO` writes a checkpoint to a hidden temporary file next to its target, flushes it to
 disk (fsync), then renames it over the target with `os.replace` (atomic on POSIX and Windows within one
 file system) and syncs the folder. A process killed while saving leaves the previous ``last.ckpt``
-intact, plus at most a stray ``.last.ckpt.<random>.tmp`` that the next save of that file removes.
+intact, plus at most a stray ``.last.ckpt.<pid>.<random>.tmp``. Temporary files are unique per process
+(its PID and a random part); a process removes its own on failure, and a save removes only the strays
+of processes that are gone (and those of the old, PID-less naming), never a running process's file.
 
 It also refuses to write weights that hold NaN or Inf (`TrainingDiverged`), so a diverged run cannot
 replace its last good checkpoint with a broken one. The ``cdflow`` CLI installs it by default; with the
@@ -44,13 +46,48 @@ def _fsync_dir(folder: Path) -> None:
             os.close(fd)
 
 
+def pid_alive(pid: int) -> bool:
+    """Whether a process `pid` exists (on this machine)."""
+    if pid <= 0:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:  # EPERM: it exists, owned by another user
+        return True
+    return True
+
+
+def _writer_pid(tmp: Path, target: str) -> int | None:
+    """The PID in a temporary name ``.<target>.<pid>.<random>.tmp``; None for the old ``.<target>.<random>.tmp``."""
+    middle = tmp.name[len(target) + 2 : -len(".tmp")]
+    pid, sep, _ = middle.partition(".")
+    return int(pid) if sep and pid.isdigit() else None
+
+
+def remove_stale_temporaries(path: str | os.PathLike[str]) -> list[Path]:
+    """Remove the temporary files of `path` left by processes that are gone; return them.
+
+    A live process's temporary file (this one's included) is never touched: it may be renamed into place
+    any moment. A write that fails removes its own temporary file.
+    """
+    path = Path(path)
+    removed = []
+    for tmp in path.parent.glob(f".{path.name}.*.tmp"):
+        pid = _writer_pid(tmp, path.name)
+        if pid is None or not pid_alive(pid):
+            tmp.unlink(missing_ok=True)
+            removed.append(tmp)
+    return removed
+
+
 def atomic_torch_save(obj: Any, path: str | os.PathLike[str]) -> Path:
     """`torch.save` `obj` to `path` through a temporary file and `os.replace`; return the path."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    for stale in path.parent.glob(f".{path.name}.*.tmp"):  # left by a process killed mid-write
-        stale.unlink(missing_ok=True)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    remove_stale_temporaries(path)  # left by a process killed mid-write
+    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.{os.getpid()}.", suffix=".tmp", dir=path.parent)
     try:
         with os.fdopen(fd, "wb") as handle:
             torch.save(obj, handle)

@@ -19,6 +19,7 @@ import lightning as L
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+from torch.nn.parameter import is_lazy
 from torch.optim import Optimizer
 from torchmetrics.classification import MulticlassAccuracy
 
@@ -29,7 +30,7 @@ from cdflow.models.diffusion_spec import DiffusionSpec
 from cdflow.models.graph_source import GraphSpec
 from cdflow.models.layers import member_mean
 from cdflow.models.members import Members
-from cdflow.solvers import SolverSpec
+from cdflow.solvers import SolverSpec, ode_method, ode_methods
 from cdflow.sparse import SparseMatrix
 from cdflow.training.distributed import fold_rank
 from cdflow.training.fault import (
@@ -68,6 +69,41 @@ def _stochastic_parts(net: nn.Module) -> list[str]:
     return found
 
 
+FLOAT16_PRECISIONS = ("16-true", "16-mixed", "16", "transformer-engine-float16")
+
+
+def solver_adapts(spec: SolverSpec) -> bool:
+    """Whether a solve chooses its own steps: an adaptive ODE method (dopri5, bosh3, …), an adaptive SDE solve,
+    or an adaptive adjoint."""
+    table = ode_methods()
+    methods = [spec.method] + ([spec.adjoint_method or spec.method] if spec.adjoint != "none" else [])
+    return bool(spec.adaptive) or any(m in table and ode_method(m).adaptive for m in methods)
+
+
+def adaptive_solvers(net: nn.Module) -> list[SolverSpec]:
+    """The `SolverSpec` of every block of `net` that adapts its steps (see `solver_adapts`)."""
+    specs = [m.solver for m in net.modules() if isinstance(getattr(m, "solver", None), SolverSpec)]
+    return [s for s in specs if solver_adapts(s)]
+
+
+def check_precision(precision: Any, solvers: list[SolverSpec]) -> None:
+    """Refuse float16 (``--trainer.precision 16-true``; ``16-mixed`` on a GPU) for adaptive solvers: their error
+    estimates need more than float16's ~3 significant digits, so the step size underflows at once."""
+    if str(precision) not in FLOAT16_PRECISIONS or not solvers:
+        return
+    methods = ", ".join(sorted({s.method for s in solvers}))
+    raise ConfigError(
+        f"--trainer.precision {precision} computes in float16 (about 3 significant digits), too coarse for the "
+        f"adaptive solver ({methods}, rtol={solvers[0].rtol}): its steps would underflow at once. Use "
+        "--trainer.precision 32-true (or 64-true, or bf16-true / bf16-mixed to save memory), or a fixed-step "
+        "method (--model.solver.method rk4 --model.solver.step_size 0.1)"
+    )
+
+
+def _shape(t: Any) -> str:
+    return "[" + ", ".join(str(d) for d in t.shape) + "]"
+
+
 def with_members(net: nn.Module, members: int, seed: int = 0) -> nn.Module:
     """`net` with `members` initialisations: a model with a member axis (COIN, DiffResNet) is rebuilt with
     ``members=K``; any other network is stacked by `Members` (member 0 is `net`, member k a copy whose
@@ -104,7 +140,9 @@ class ContinuousDepthClassifier(L.LightningModule):
     ``model`` (any ``nn.Module`` mapping ``x`` to logits; from the CLI: ``--model.model
     some.module.Class --model.model.init_args...``) or subclass and override :meth:`build_model`. A
     network that needs the graph declares an ``edge_index`` keyword in its ``forward``; it then receives
-    the batch's ``edge_index`` (``None`` for mini-batches).
+    the batch's ``edge_index`` (``None`` for mini-batches). Dense features of another dtype (float64 from
+    numpy, integers) are cast to the network's dtype; ``predict_step`` gives class probabilities (and their
+    Monte Carlo spread for SDE noise), which ``cdflow predict`` writes to a CSV.
 
     Logged: ``{train,val,test}/loss`` and ``/acc``; after every training step ``train/nfe_forward``,
     ``train/steps`` (and ``train/steps_rejected`` for adaptive methods), and after its backward pass
@@ -215,6 +253,13 @@ class ContinuousDepthClassifier(L.LightningModule):
             "scheduler": scheduler, "milestones": list(milestones or ()), "lr_gamma": lr_gamma,
         }
         self.label_smoothing = label_smoothing
+        for flag, value, ok, rule in (
+            ("lr", lr, lr > 0, "> 0"), ("weight_decay", weight_decay, weight_decay >= 0, "≥ 0"),
+            ("momentum", momentum, momentum >= 0, "≥ 0"), ("lr_gamma", lr_gamma, lr_gamma > 0, "> 0"),
+            ("label_smoothing", label_smoothing, 0 <= label_smoothing < 1, "in [0, 1)"),
+        ):
+            if not ok or not math.isfinite(value):
+                raise ConfigError(f"--model.{flag} must be {rule}, got {value!r}")
         self.guard = FailureGuard(on_failure, max_consecutive_skips)
         if isinstance(members, bool) or not isinstance(members, int) or members < 1:
             raise ConfigError(f"--model.members must be an int ≥ 1 (initialisations trained together), got {members!r}")
@@ -264,19 +309,30 @@ class ContinuousDepthClassifier(L.LightningModule):
         return build_classifier(self.input_shape, self.num_classes, self.solver, **self.net_config)
 
     def setup(self, stage: str) -> None:
-        """Give this rank its own noise seed (rank 0 keeps ``seed``; see `fold_rank`)."""
+        """Give this rank its own noise seed (rank 0 keeps ``seed``; see `fold_rank`); refuse float16 for
+        adaptive solvers (see `check_precision`)."""
         fold_rank(self.net, self.global_rank)
+        if self._trainer is not None:
+            check_precision(self._trainer.precision, adaptive_solvers(self.net))
 
     def forward(self, x: Tensor, graph: Any = None) -> Tensor:
         """Logits of every row of `x` ([N, K, C] with K members); the batch's graph goes to networks whose
         forward takes ``graph`` (a `cdflow.graph.Graph`) or ``edge_index``."""
         if isinstance(x, SparseMatrix) and not self._sparse_input:
             x = x.to_dense()
+        if isinstance(x, Tensor) and x.dtype != torch.bool and not x.is_complex():
+            dtype = self._input_dtype()
+            if dtype is not None and x.dtype != dtype:  # float64 / integer features of a user's data module
+                x = x.to(dtype)
         if self._graph_arg == "graph":
             return self.net(x, graph=graph)
         if self._graph_arg == "edge_index":
             return self.net(x, edge_index=graph.edge_index if isinstance(graph, Graph) else graph)
         return self.net(x)
+
+    def _input_dtype(self) -> torch.dtype | None:
+        """The dtype the network computes in (that of its first floating parameter), or None without one."""
+        return next((p.dtype for p in self.net.parameters() if p.is_floating_point()), None)
 
     def _batch_graph(self, batch: dict) -> Any:
         graph = batch.get("graph")
@@ -505,12 +561,37 @@ class ContinuousDepthClassifier(L.LightningModule):
         return self._eval_step(batch, "test")
 
     def predict_step(self, batch: Any, batch_idx: int) -> dict[str, Tensor]:
-        """Logits and predicted classes of every example (every node of a full batch)."""
+        """Every example's (every node's, for a full batch) ``logits``, class ``probs`` [N, C] (the members'
+        mean for a model with several), ``preds`` and, when known, ``labels`` and ``splits`` (codes of
+        `cdflow.training.predictions.SPLITS`); for SDE noise averaged over Monte Carlo paths also ``spread``
+        [N, C], the standard deviation of each probability across the paths. All but ``logits`` on the CPU."""
+        from cdflow.training.predictions import split_codes
+
+        if hasattr(self.net, "active"):
+            self.net.active = None
+        labels = None
         if isinstance(batch, dict):
-            logits = self(batch["x"], self._batch_graph(batch))
+            logits = self(self._check_shape(batch["x"]), self._batch_graph(batch))
+            labels = batch.get("y")
+        elif isinstance(batch, (tuple, list)):
+            logits = self(self._check_shape(batch[0]))
+            labels = batch[1] if len(batch) > 1 else None
         else:
-            logits = self(batch[0] if isinstance(batch, (tuple, list)) else batch)
-        return {"logits": logits, "preds": logits.argmax(dim=-1)}
+            logits = self(self._check_shape(batch))
+        probs = torch.softmax(logits.detach().float(), dim=-1)  # logits or log-probabilities alike
+        if probs.ndim == 3:
+            probs = probs.mean(dim=1)
+        out = {"logits": logits, "probs": probs.cpu(), "preds": probs.argmax(dim=-1).cpu()}
+        spread = None if logits.ndim == 3 else next(
+            (m.last_uncertainty for m in self.net.modules() if getattr(m, "last_uncertainty", None) is not None), None)
+        if spread is not None and spread.shape == probs.shape:
+            out["spread"] = spread.detach().float().cpu()
+        if isinstance(labels, Tensor) and labels.ndim == 1 and labels.shape[0] == probs.shape[0]:
+            out["labels"] = labels.detach().cpu()
+        if isinstance(batch, dict):
+            out["splits"] = split_codes(probs.shape[0], batch.get("train_mask"), batch.get("val_mask"),
+                                        batch.get("test_mask"))
+        return out
 
     # -- checkpoints ------------------------------------------------------------------------------------
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
@@ -518,10 +599,56 @@ class ContinuousDepthClassifier(L.LightningModule):
         checkpoint[RNG_KEY] = rng_state()
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        """Resuming a single-process fit: restore the RNG states (not on `load_from_checkpoint`, not under DDP)."""
+        """Refuse a checkpoint of a model with other sizes (see `check_checkpoint_fits`); resuming a
+        single-process fit: restore the RNG states (not on `load_from_checkpoint`, not under DDP)."""
         trainer = self._trainer
+        self.check_checkpoint_fits(checkpoint, getattr(trainer, "ckpt_path", None) if trainer is not None else None)
         if RNG_KEY in checkpoint and trainer is not None and trainer.state.fn == "fit" and trainer.world_size == 1:
             restore_rng_state(checkpoint[RNG_KEY])
+
+    def check_checkpoint_fits(self, checkpoint: dict[str, Any], path: Any = None) -> None:
+        """A `ConfigError` naming the parameters whose shapes differ (and, with strict loading, those missing or
+        unexpected) when `checkpoint` was written by a model of other sizes, instead of PyTorch's ``size
+        mismatch`` traceback; it names the data sizes that differ and the run's ``config.yaml`` to use."""
+        saved = checkpoint.get("state_dict")
+        if not isinstance(saved, dict):
+            return
+        own = self.state_dict()
+        diffs = [f"{k} is {_shape(v)} in the checkpoint but {_shape(own[k])} here" for k, v in saved.items()
+                 if k in own and hasattr(v, "shape") and not is_lazy(own[k]) and tuple(v.shape) != tuple(own[k].shape)]
+        if self.strict_loading:
+            missing = [k for k in own if k not in saved]
+            unexpected = [k for k in saved if k not in own]
+            if missing:
+                diffs.append(f"{len(missing)} parameter(s) missing from the checkpoint ({', '.join(missing[:3])}"
+                             + (", …" if len(missing) > 3 else "") + ")")
+            if unexpected:
+                diffs.append(f"{len(unexpected)} parameter(s) this model does not have ({', '.join(unexpected[:3])}"
+                             + (", …" if len(unexpected) > 3 else "") + ")")
+        if not diffs:
+            return
+        where = f"the checkpoint {path}" if path else "the checkpoint"
+        hp = checkpoint.get("hyper_parameters") or {}
+        data = []
+        if isinstance(hp.get("num_classes"), int) and hp["num_classes"] != self.num_classes:
+            data.append(f"{hp['num_classes']} classes (the data module gives {self.num_classes})")
+        shape = hp.get("input_shape")
+        shape = (shape,) if isinstance(shape, int) else (tuple(shape) if isinstance(shape, (list, tuple)) else None)
+        if shape is not None and self.input_shape is not None and shape != self.input_shape:
+            data.append(f"examples of shape {shape} (the data module gives {self.input_shape})")
+        fix = "the config it was written with"
+        if path:
+            from cdflow.training.predictions import run_dir_of
+
+            config = run_dir_of(path) / "config.yaml"
+            if config.is_file():
+                fix = f"the config beside it: --config {config}"
+        shown = "; ".join(diffs[:5]) + (f"; and {len(diffs) - 5} more" if len(diffs) > 5 else "")
+        raise ConfigError(
+            f"{where} was written by a model with other sizes"
+            + (f", trained on {' and '.join(data)}" if data else "")
+            + f": {shown}. Use {fix} (same data and model options), or a checkpoint of this configuration"
+        )
 
     # -- optimisation -----------------------------------------------------------------------------------
     def configure_optimizers(self) -> Any:

@@ -1,0 +1,134 @@
+"""The ``cdflow`` command's parser: its ``--help`` text, short parse errors, and checks of the parsed flags.
+
+jsonargparse prints the whole usage (pages of options) before every parse error; `CdflowArgumentParser`
+prints only the error and a hint instead::
+
+    cdflow fit: error: Parser key "model.hidden":
+      Expected a <class 'int'>. Got value: abc
+    (see cdflow fit --help)
+
+and says what to do when ``--data`` names no data module (a file name, a typo).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import re
+import sys
+from pathlib import Path
+from typing import Any, NoReturn
+
+from jsonargparse import DefaultHelpFormatter, Namespace
+from lightning.pytorch import LightningDataModule
+from lightning.pytorch.cli import LightningArgumentParser
+
+from cdflow.errors import CdflowError
+from cdflow.solvers import SolverSpec
+from cdflow.training.module import check_precision, solver_adapts
+
+DESCRIPTION = """\
+cdflow trains continuous-depth networks written as convection-diffusion equations, dx/dt = v(x, t) + diffusion:
+neural ODE and SDE classifiers and graph diffusion models (COIN, Diff-ResNet), with PyTorch Lightning."""
+
+EPILOG = """\
+examples:
+  cdflow fit --config experiments/configs/digits.yaml        # a neural ODE on the 8x8 digits
+  cdflow fit --config experiments/configs/coin_cora.yaml     # COIN on the Cora citation graph
+  cdflow predict --config runs/digits/config.yaml --ckpt_path runs/digits/checkpoints/last.ckpt
+                                                             # -> runs/digits/predictions-last.csv
+
+cdflow SUBCOMMAND --help lists the options of a subcommand (fit, validate, test, predict)."""
+
+#: File names given to ``--data`` that get the "use TabularDataModule / GraphFileDataModule" advice.
+FILE_SUFFIXES = (".csv", ".tsv", ".txt", ".npz", ".npy", ".parquet", ".pq", ".feather", ".xlsx", ".gz")
+SUBCOMMANDS = ("fit", "validate", "test", "predict")
+_IMPORT_FAILURES = ("import path", "No module named", "has no attribute", "not accessible")
+
+
+class CdflowHelpFormatter(argparse.RawDescriptionHelpFormatter, DefaultHelpFormatter):
+    """jsonargparse's help, keeping the line breaks of the description and of the examples."""
+
+
+def refuse(prog: str, err: CdflowError) -> NoReturn:
+    """End like a parse error: ``<prog>: error: <Type>: <message>`` and the help hint, exit status 2."""
+    print(f"{prog}: error: {type(err).__name__}: {err}\n(see {prog} --help)", file=sys.stderr)
+    raise SystemExit(2)
+
+
+def data_module_names() -> list[str]:
+    """The short names of cdflow's (imported) data modules, usable as ``--data NAME``."""
+    found: set[str] = set()
+    todo = list(LightningDataModule.__subclasses__())
+    while todo:
+        cls = todo.pop()
+        todo.extend(cls.__subclasses__())
+        base = cls.__module__ == "cdflow.data.base"  # CdflowDataModule: the base class, not a data set
+        if cls.__module__.startswith("cdflow.") and not base and not cls.__name__.startswith("_"):
+            found.add(cls.__name__)
+    return sorted(found)
+
+
+def _file_advice(name: str) -> str:
+    return (f"--data: no data module named {name!r}; to train on a file use --data TabularDataModule --data.path "
+            f"{name} (for a graph: --data GraphFileDataModule --data.path {name})")
+
+
+def check_data_flag(args: list[str]) -> None:
+    """``--data wine.csv`` on the command line: say which data module reads files (jsonargparse would read an
+    existing file as the data module's YAML config and fail on its content)."""
+    for i, arg in enumerate(args):
+        value = args[i + 1] if arg == "--data" and i + 1 < len(args) else (
+            arg.split("=", 1)[1] if arg.startswith("--data=") else None)
+        if value is not None and Path(value).suffix.lower() in FILE_SUFFIXES:
+            subcommand = next((a for a in args if a in SUBCOMMANDS), None)
+            prog = f"cdflow {subcommand}" if subcommand else "cdflow"
+            sys.stderr.write(f"{prog}: error: {_file_advice(value)}\n(see {prog} --help)\n")
+            raise SystemExit(2)
+
+
+def explain_parse_error(message: str) -> str:
+    """`message`, or for a ``--data`` value that names no data module, what to type instead."""
+    given = re.search(r"^\s*Given value: (.+)$", message, re.M)
+    if not message.startswith('Parser key "data"') or given is None or "Given value type: <class 'str'>" not in message:
+        return message
+    name = given.group(1).strip()
+    path = Path(name)
+    if path.suffix.lower() in FILE_SUFFIXES or os.sep in name or path.is_file():
+        return _file_advice(name)
+    if any(marker in message for marker in _IMPORT_FAILURES):
+        detail = re.search(r"Problem with given class_path '[^']*':\s*\n?\s*(.+)", message)
+        return (f"--data: no data module named {name!r}" + (f" ({detail.group(1).strip()})" if detail else "")
+                + f"; cdflow's data modules: {', '.join(data_module_names())}; or your own by import path "
+                "(--data my_package.MyDataModule, a LightningDataModule on PYTHONPATH)")
+    return message
+
+
+class CdflowArgumentParser(LightningArgumentParser):
+    """Lightning's parser with short errors: the message and a one-line hint, without the usage text."""
+
+    def error(self, message: str, ex: Exception | None = None) -> NoReturn:
+        if not self.exit_on_error or os.environ.get("JSONARGPARSE_DEBUG"):
+            super().error(message, ex)  # jsonargparse raises here (nested parsing, debug mode)
+        parser = getattr(ex, "subcommand_parser", None) or self
+        prog = parser.prog.replace(" [options]", "")
+        sys.stderr.write(f"{prog}: error: {explain_parse_error(message)}\n(see {prog} --help)\n")
+        self.exit(2)
+
+
+def _as_dict(value: Any) -> dict[str, Any]:
+    if isinstance(value, Namespace):
+        return value.as_dict()
+    return dict(value) if isinstance(value, dict) else {}
+
+
+def check_precision_flag(section: Namespace) -> None:
+    """``--trainer.precision 16-true`` with an adaptive solver of the default network: a `ConfigError` now,
+    instead of a step-size underflow in the first step (``16-mixed`` is bf16 on a CPU: checked by the
+    model's ``setup`` once the trainer knows the device; so are ready networks)."""
+    precision = section.get("trainer.precision")
+    if str(precision) not in ("16-true", "transformer-engine-float16") or section.get("model.model") is not None:
+        return
+    fields = set(SolverSpec.__dataclass_fields__)
+    spec = SolverSpec(**{k: v for k, v in _as_dict(section.get("model.solver")).items() if k in fields})
+    check_precision(precision, [spec] if solver_adapts(spec) else [])
