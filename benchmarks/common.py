@@ -1,7 +1,11 @@
-"""Shared benchmark machinery: interleaved repeated timing, peak memory, machine description, result rows."""
+"""Shared benchmark machinery: result rows and their goals, interleaved repeated timing, spreads, machine description.
+
+Peak memory is measured in fresh processes: benchmarks.memory.
+"""
 
 from __future__ import annotations
 
+import math
 import os
 import platform
 import statistics
@@ -27,8 +31,72 @@ class Row:
     met: bool | None = None
     extra: dict = field(default_factory=dict)
 
+    def __post_init__(self) -> None:
+        if self.spread is not None and not math.isfinite(self.spread):
+            self.spread = None  # unknown (a single sample), not zero
+
     def as_dict(self) -> dict:
         return asdict(self)
+
+
+_SYMBOL = {"<=": "≤", "<": "<", ">=": "≥", ">": ">"}
+
+
+@dataclass(frozen=True)
+class Goal:
+    """A bound on a row's value. Its text (the table's goal column) and its test come from the same numbers.
+
+    `met(value, spread)` holds only beyond the spread: value + spread within an upper bound, value − spread
+    within a lower bound. A value or spread that is unknown or not finite (too few samples to have a spread) is
+    not met; exact counts pass spread 0.
+    """
+
+    op: str
+    bound: float
+    unit: str = ""
+    note: str = ""
+
+    def __post_init__(self) -> None:
+        if self.op not in _SYMBOL:
+            raise ValueError(f"goal op must be one of {sorted(_SYMBOL)}, got {self.op!r}")
+
+    def __str__(self) -> str:
+        text = f"{_SYMBOL[self.op]} {self.bound:g}{self.unit}"
+        return f"{text} ({self.note})" if self.note else text
+
+    def met(self, value: float, spread: float | None) -> bool:
+        if spread is None or not (math.isfinite(value) and math.isfinite(spread)):
+            return False
+        s = spread
+        if self.op == "<=":
+            return value + s <= self.bound
+        if self.op == "<":
+            return value + s < self.bound
+        if self.op == ">=":
+            return value - s >= self.bound
+        return value - s > self.bound
+
+    def rule(self) -> dict:
+        return {"op": self.op, "bound": self.bound, "beyond_spread": True}
+
+
+def goal_row(bench: str, case: str, metric: str, value: float, unit: str, spread: float | None, goal: Goal,
+             extra: dict | None = None, judge: bool = True, why_not: str = "", require: bool = True) -> Row:
+    """A row held to `goal`, judged beyond `spread` (pass spread=0.0 for exact counts).
+
+    `require`: a further condition of the goal (e.g. both sides did the same number of evaluations); `judge`
+    False (with `why_not`) reports the value without a goal (quick-mode sizes inside the noise). A spread
+    that is unknown (None, nan: a single sample) cannot show the goal, so such a row is not judged either."""
+    extra = dict(extra or {})
+    spread_ok = spread is not None and math.isfinite(spread)
+    if judge and not spread_ok:
+        judge, why_not = False, why_not or "a single sample has no spread to judge the goal beyond"
+    if not judge:
+        extra.update(goal_if_judged=str(goal), not_judged=why_not)
+        return Row(bench, case, metric, value, unit, spread=spread if spread_ok else None, extra=extra)
+    extra["goal_rule"] = goal.rule()
+    return Row(bench, case, metric, value, unit, spread=spread, goal=str(goal),
+               met=bool(require) and goal.met(value, spread), extra=extra)
 
 
 def device_from_env() -> torch.device:
@@ -59,75 +127,23 @@ def interleaved_times(
 
 
 def median_spread(samples: list[float]) -> tuple[float, float]:
-    """Median and half the inter-quartile range (a robust spread)."""
+    """Median and a robust spread: half the inter-quartile range from 4 samples on, half the range of 2 or 3
+    samples (whose quartiles say nothing), nan for a single sample (no spread can be known)."""
     med = statistics.median(samples)
+    if len(samples) < 2:
+        return med, float("nan")
     if len(samples) < 4:
-        return med, 0.0
+        return med, (max(samples) - min(samples)) / 2
     q = statistics.quantiles(samples, n=4)
     return med, (q[2] - q[0]) / 2
 
 
-def _rss_kib(field_name: str) -> int:
-    with open("/proc/self/status") as fh:
-        for line in fh:
-            if line.startswith(field_name):
-                return int(line.split()[1])
-    return 0
-
-
-def exact_rss() -> None:
-    """Make the resident set follow live memory: glibc serves every allocation ≥ 64 KiB by mmap and returns
-    it on free (M_MMAP_THRESHOLD), instead of keeping freed blocks in its heap, which would hide or inflate
-    peaks. It slows large allocations, so call it only before a memory-measuring phase that runs last."""
-    try:
-        import ctypes
-
-        libc = ctypes.CDLL("libc.so.6")
-        libc.mallopt(-3, 64 * 1024)  # M_MMAP_THRESHOLD
-        libc.mallopt(-1, 128 * 1024)  # M_TRIM_THRESHOLD
-    except (OSError, AttributeError):  # pragma: no cover - non-glibc
-        pass
-
-
-def _malloc_trim() -> None:
-    """Give freed heap memory back to the OS so the next peak is measured from a clean base."""
-    try:
-        import ctypes
-
-        ctypes.CDLL("libc.so.6").malloc_trim(0)
-    except (OSError, AttributeError):  # pragma: no cover - non-glibc
-        pass
-
-
-def peak_memory_mib(fn: Callable[[], object], device: torch.device) -> float:
-    """Peak memory of `fn` above what was in use before it.
-
-    CUDA: the caching allocator's `max_memory_allocated`. CPU: the process's peak resident set (VmHWM),
-    reset through /proc/self/clear_refs before the call, minus the resident set before it.
-    """
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-        torch.cuda.reset_peak_memory_stats(device)
-        base = torch.cuda.memory_allocated(device)
-        fn()
-        torch.cuda.synchronize(device)
-        return (torch.cuda.max_memory_allocated(device) - base) / 2**20
-    _malloc_trim()
-    base = _rss_kib("VmRSS:")
-    try:
-        with open("/proc/self/clear_refs", "w") as fh:
-            fh.write("5")
-    except OSError:  # pragma: no cover - non-Linux
-        pass
-    fn()
-    return max(0, _rss_kib("VmHWM:") - base) / 1024
-
-
-MEMORY_METHOD = {
-    "cpu": "peak resident set (VmHWM after a /proc/self/clear_refs reset) minus the resident set before, with "
-           "glibc set to mmap every allocation ≥ 64 KiB so the resident set follows live tensors",
-    "cuda": "torch.cuda.max_memory_allocated minus memory allocated before",
-}
+def paired_ratio(num: list[float], den: list[float]) -> tuple[float, float, list[float]]:
+    """Median and spread (`median_spread`) of the per-round ratios num[i]/den[i] of interleaved samples: pairing
+    rounds cancels load that drifts across the run."""
+    ratios = [a / b for a, b in zip(num, den)]
+    med, spread = median_spread(ratios)
+    return med, spread, ratios
 
 
 def machine() -> dict:

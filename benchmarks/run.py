@@ -3,7 +3,8 @@
     python -m benchmarks.run [--quick] [--only NAME ...]
 
 Each benchmark interleaves its compared variants, repeats them after a warm-up, and reports median and
-spread; every row carries its goal and whether it is met. DEVICE=cpu|cuda forces the device.
+spread; every row with a goal says whether it is met beyond its spread (benchmarks.common.Goal). Memory is
+the peak of a process started for that measurement alone (benchmarks.memory). DEVICE=cpu|cuda forces the device.
 """
 
 from __future__ import annotations
@@ -18,35 +19,14 @@ import traceback
 
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
-import torch  # noqa: E402
-
 from benchmarks.common import Row, device_from_env, machine, results_dir  # noqa: E402
 
-# adjoint_memory runs last: its memory phase switches glibc to mmap-backed allocations (benchmarks.common.exact_rss)
+# memory rows are measured in fresh processes (benchmarks.memory), so the order does not affect them
 NAMES = ("overhead", "stiff_diffusion", "graph_scaling", "fast_path", "coin_scale", "hardware", "compile",
          "adjoint_memory")
 
 
-def _graph_scaling(quick: bool, device: torch.device) -> list[Row]:
-    from benchmarks import graph_scaling
-
-    sizes = (1000, 2000, 4000) if quick else (1000, 10_000, 50_000, 100_000)
-    res = graph_scaling.run(sizes=sizes, d=64, quick=quick)
-    rows = [Row("graph_scaling", f"N={r['n']} d=64", "time", r["time_s"], "s", extra=r) for r in res["rows"]]
-    last = res["rows"][-1]
-    rows.append(Row("graph_scaling", "memory growth exponent", "log-log slope", res["memory_exponent"], "",
-                    goal="≤ 1 (at most linear in N)", met=res["memory_exponent"] <= 1.15,
-                    extra={"memory_metric": res["memory_metric"]}))
-    rows.append(Row("graph_scaling", "time growth exponent", "log-log slope", res["time_exponent"], ""))
-    if last["n"] >= 100_000:
-        rows.append(Row("graph_scaling", "N=1e5 build", "time", last["time_s"], "s", goal="≤ 60 s",
-                        met=last["time_s"] <= 60))
-    return rows
-
-
 def _module_runner(name: str):
-    if name == "graph_scaling":
-        return _graph_scaling
     module = __import__(f"benchmarks.{name}", fromlist=["run"])
     return module.run
 
@@ -76,7 +56,11 @@ def to_markdown(payload: dict) -> str:
                      f"| {r['goal']} | {met} |")
     if payload["errors"]:
         lines += ["", "## Errors", ""] + [f"- {name}: {err}" for name, err in payload["errors"].items()]
-    lines += ["", "Details of every row (times, NFE, memory method) are in the JSON file beside this one.", ""]
+    lines += ["", "met: yes only where the goal holds beyond the spread (value + spread within an upper bound, value − "
+              "spread within a lower bound); a row without a spread (one sample) is not judged. Memory: peak of a "
+              "fresh process per measurement (VmHWM after the work minus after imports and data).",
+              "", "Details of every row (samples, NFE, memory method, why a row is not judged) are in the JSON file "
+              "beside this one.", ""]
     return "\n".join(lines)
 
 

@@ -2,8 +2,9 @@
 stability bound (γ·τ_max with τ_max = 2/λ_max for one explicit step per unit time).
 
 For each γ, every integrator is driven to error ≤ 1e-4 (relative, max-norm) against the exact solution
-exp(−γL)x from a dense eigendecomposition, at the least work it needs, and its Laplacian products and
-wall time are reported:
+exp(−γL)x (scipy's expm_multiply, Al-Mohy & Higham, in float64: independent of cdflow's integrators and within
+1e-12 of a dense eigendecomposition on this graph), at the least work it needs, and its Laplacian products
+(exact counts: the rows' spread is 0) are reported, with the wall time of that one call in extra:
 - dopri5 in the drift (cdflow's ODE solve of a GraphDiffusion term): tolerances tightened until the error
   target is met; products = NFE;
 - explicit steps x ← x − (γ/n) L x: n doubled until the target is met (or a cap);
@@ -15,15 +16,18 @@ from __future__ import annotations
 import os
 import time
 
+import scipy.sparse
 import torch
+from scipy.sparse.linalg import eigsh, expm_multiply
 
-from benchmarks.common import Row
+from benchmarks.common import Goal, Row, goal_row
 from cdflow import GraphDiffusion, SolverError, SolverSpec, solve
 from cdflow.data import load_graph
 from cdflow.graph import laplacian_from_edges
 from cdflow.heat import explicit_diffusion, expm_action_krylov
 
 TARGET = 1e-4
+GOAL = Goal(">=", 10.0, "x", note="once γT ≥ 10")
 
 
 def _err(y: torch.Tensor, ref: torch.Tensor) -> float:
@@ -33,9 +37,9 @@ def _err(y: torch.Tensor, ref: torch.Tensor) -> float:
 def run(quick: bool, device: torch.device) -> list[Row]:
     g = load_graph("cora", os.environ.get("CDFLOW_DATA"))
     lap = laplacian_from_edges(g.edge_index, g.x.shape[0], kind="gcn", dtype=torch.float64).coalesce()
-    dense = lap.to_dense()
-    evals, evecs = torch.linalg.eigh(dense)
-    lam_max = float(evals[-1])
+    idx = lap.indices().numpy()
+    lap_np = scipy.sparse.csr_matrix((lap.values().numpy(), (idx[0], idx[1])), shape=tuple(lap.shape))
+    lam_max = float(eigsh(lap_np, k=1, which="LA", return_eigenvectors=False)[0])
     bound = 2.0 / lam_max  # explicit steps are stable for τ ≤ 2/λ_max
     torch.manual_seed(0)
     x = torch.softmax(torch.randn(g.x.shape[0], g.num_classes, dtype=torch.float64), dim=1)
@@ -44,7 +48,7 @@ def run(quick: bool, device: torch.device) -> list[Row]:
     rows: list[Row] = []
     for factor in factors:
         gamma = factor / bound  # γ·T in units of the explicit bound (T = 1); 20·bound gives γT = 20 exactly
-        ref = (evecs @ (torch.exp(-gamma * evals)[:, None] * (evecs.T @ x))).to(device)
+        ref = torch.from_numpy(expm_multiply(-gamma * lap_np, x.numpy())).to(device)
         case = f"γT={gamma:.3g} ({factor:g}× bound)"
         found: dict[str, tuple[int, float, float]] = {}
         # dopri5 in the drift
@@ -82,13 +86,16 @@ def run(quick: bool, device: torch.device) -> list[Row]:
         for name in ("dopri5-in-drift", "explicit", "split (krylov)"):
             if name in found:
                 prods, wall, err = found[name]
-                rows.append(Row("stiff_diffusion", f"{name} {case}", "Laplacian products", prods, "",
+                rows.append(Row("stiff_diffusion", f"{name} {case}", "Laplacian products", prods, "", spread=0.0,
                                 extra={"wall_s": wall, "error": err, "gamma": gamma, "lambda_max": lam_max}))
             else:
                 rows.append(Row("stiff_diffusion", f"{name} {case}", "Laplacian products", float("nan"), "",
                                 extra={"note": "did not reach the error target within the caps"}))
-        if gamma >= 10 and "dopri5-in-drift" in found and "split (krylov)" in found:
-            ratio = found["dopri5-in-drift"][0] / found["split (krylov)"][0]
-            rows.append(Row("stiff_diffusion", f"dopri5/split products {case}", "ratio", ratio, "x",
-                            goal="≥ 10 once γT ≥ 10", met=ratio >= 10 and found["split (krylov)"][2] <= TARGET))
+        if gamma >= 10:  # the goal's range: every such γ gets a row, judged only where both reached the target
+            both = "dopri5-in-drift" in found and "split (krylov)" in found
+            ratio = found["dopri5-in-drift"][0] / found["split (krylov)"][0] if both else float("nan")
+            missing = [k for k in ("dopri5-in-drift", "split (krylov)") if k not in found]
+            rows.append(goal_row("stiff_diffusion", f"dopri5/split products {case}", "ratio", ratio, "x", 0.0, GOAL,
+                                 extra={"spread": "exact counts", "errors": {k: found[k][2] for k in found}},
+                                 judge=both, why_not=f"{', '.join(missing)} did not reach the error target"))
     return rows
