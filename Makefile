@@ -20,7 +20,7 @@ export WANDB_MODE ?= $(if $(WANDB_API_KEY),online,offline)
 export WANDB_SILENT := true
 
 .PHONY: help install test test-all lint train bench reproduce-graph reproduce-covid reproduce-toys \
-        reproduce-images reproduce-robustness clean
+        reproduce-images reproduce-robustness clean docs docs-serve
 
 help:  ## list targets
 	@grep -E '^[a-zA-Z_-]+:.*##' $(MAKEFILE_LIST) | awk -F ':.*## ' '{printf "  %-22s %s\n", $$1, $$2}'
@@ -45,6 +45,12 @@ lint: install  ## ruff
 
 train: install  ## train the default config (digits); CONFIG=, SOLVER=, ARGS= pass through
 	$(BIN)/cdflow fit --config $(CONFIG) $(if $(SOLVER),--model.solver.method $(SOLVER)) $(ARGS)
+
+docs: install  ## documentation site → site/ (strict; runs every tutorial in docs/tutorials: a few minutes)
+	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict
+
+docs-serve: install  ## serve the documentation at http://127.0.0.1:8000 (rebuilds on edits)
+	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs serve
 
 clean:  ## remove run outputs (keeps .venv)
 	rm -rf runs wandb lightning_logs
