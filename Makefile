@@ -20,7 +20,7 @@ export WANDB_MODE ?= $(if $(WANDB_API_KEY),online,offline)
 export WANDB_SILENT := true
 
 .PHONY: help install test test-all lint train bench reproduce-graph reproduce-covid reproduce-toys \
-        reproduce-images reproduce-robustness clean docs docs-serve
+        reproduce-images reproduce-mnist reproduce-robustness clean docs docs-serve
 
 help:  ## list targets
 	@grep -E '^[a-zA-Z_-]+:.*##' $(MAKEFILE_LIST) | awk -F ':.*## ' '{printf "  %-22s %s\n", $$1, $$2}'
@@ -70,6 +70,9 @@ reproduce-covid: install  ## England COVID forecasting with 90% missing targets 
 
 reproduce-images: install  ## semi-supervised digits and MNIST, 1/5/10 labels per class (FULL=1: all of MNIST)
 	$(BIN)/python -m experiments.images.run $(if $(FULL),--full)
+
+reproduce-mnist: install  ## the MNIST ODE-Net of experiments/configs/mnist.yaml → experiments/results/mnist.{json,md} (~30 min on 2 cores)
+	$(BIN)/python -m experiments.mnist.run
 
 reproduce-robustness: install  ## MNIST neural ODE vs Feynman–Kac SDE under noise and PGD (FULL=1: whole test set)
 	$(BIN)/python -m experiments.robustness.run $(if $(FULL),--full)

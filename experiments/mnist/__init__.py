@@ -1,0 +1,1 @@
+"""The MNIST ODE-Net of experiments/configs/mnist.yaml, reproduced by `make reproduce-mnist`."""
