@@ -2,13 +2,16 @@
 
 Training (every model): Adam, learning rate 0.01, weight decay 5e-4 (L2 in the gradient), full batch, at
 most 10,000 epochs, early stopping with patience 50 whose counter resets when the validation loss or the
-validation accuracy strictly improves (< / >, as the COIN reference code `graph/train.py`; the older
-Diff-ResNet code also counts ties: `improve_on_tie=True`); the state of the last such epoch is restored
-and tested. The loop and the rule are the library's (`cdflow.training.fit_members`, `StoppingRule`).
+validation accuracy strictly improves (< / >, as the COIN reference code `graph/train.py`); the state of the
+last such epoch is restored and tested. A row may set its own rule (`ModelSpec.improve_on_tie`): the row
+`diffresnet-own-rule` uses the Diff-ResNet reference's (github.com/shwangtangjun/Diff-ResNet, `graph/train.py`:
+``val_loss <= val_loss_min or val_acc >= val_acc_max``, patience 50, ties count). The loop and the rule are the
+library's (`cdflow.training.fit_members`, `StoppingRule`); the rule each run used is in its record.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
@@ -38,6 +41,17 @@ class Training:
         return MemberTraining(lr=self.lr, weight_decay=self.weight_decay, max_epochs=self.max_epochs,
                               rule=StoppingRule(self.patience, self.improve_on_tie))
 
+    def stopping(self) -> dict[str, Any]:
+        """The stopping rule as recorded with every run: patience, ties, and whose rule it is."""
+        return {"rule": stopping_rule_name(self.improve_on_tie), "patience": self.patience,
+                "improve_on_tie": self.improve_on_tie}
+
+
+def stopping_rule_name(improve_on_tie: bool) -> str:
+    """Whose reference code uses the rule: "COIN" (strict: val loss < min or val acc > max resets the counter)
+    or "Diff-ResNet" (ties count: ≤ / ≥)."""
+    return "Diff-ResNet" if improve_on_tie else "COIN"
+
 
 @dataclass(frozen=True)
 class ModelSpec:
@@ -48,6 +62,7 @@ class ModelSpec:
     max_members: most initialisations per model (memory: COIN's W₁ is F×F per member).
     split_fraction, max_inits: the share of the protocol's splits and the most initialisations per split
     this row runs (slow rows run fewer).
+    improve_on_tie: this row's stopping rule (None: the protocol's; True: Diff-ResNet's own, ties count).
     """
 
     key: str
@@ -59,10 +74,27 @@ class ModelSpec:
     max_members: int = 20
     split_fraction: float = 1.0
     max_inits: int | None = None
+    improve_on_tie: bool | None = None
 
-    def build(self, seeds: Sequence[int], in_features: int, num_classes: int) -> nn.Module:
+    def training(self, protocol: Training) -> Training:
+        """The protocol's training settings with this row's stopping rule."""
+        return protocol if self.improve_on_tie is None else replace(protocol, improve_on_tie=self.improve_on_tie)
+
+    def row_label(self, training: Training) -> str:
+        """The label of this row's runs: Diff-ResNet rows name the stopping rule they trained with."""
+        if self.family != "diffresnet":
+            return self.label
+        return f"{self.label}; stopping: {stopping_rule_name(training.improve_on_tie)}'s rule " + \
+            ("(ties count)" if training.improve_on_tie else "(strict)")
+
+    def build(self, seeds: Sequence[int], in_features: int, num_classes: int,
+              reference_init: bool = False) -> nn.Module:
         """The library model with one member per initialisation seed, member k initialised from seeds[k]
-        only (the global random state, which draws the dropout masks, is left as it was)."""
+        only (the global random state, which draws the dropout masks, is left as it was).
+
+        reference_init: Diff-ResNet rows draw W₁, b₁, W₂, b₂ as the reference's ``nn.Linear(F, F)``,
+        ``nn.Linear(F, C)`` under ``torch.manual_seed(seed)`` (`reference_diffresnet_init`), so that a seed gives
+        the reference's initial weights (COIN's own initialisation already draws in that layout)."""
         k, f, c = len(seeds), in_features, num_classes
         if self.family == "cdnet":
             return Members(lambda i: continuous_net(f, c, seeds[i], **self.kwargs), k)
@@ -70,10 +102,30 @@ class ModelSpec:
             model: nn.Module = COIN(f, c, members=k, **self.kwargs)
         elif self.family == "diffresnet":  # the reference code's F-wide network
             model = DiffResNet(f, c, members=k, hidden=None, **self.kwargs)
+            if reference_init:
+                reference_diffresnet_init(model, seeds)
+                return model
         else:
             model = BASELINES[self.family](f, c, k=k, **self.kwargs)
         model.reset_parameters(member_generators(seeds))
         return model
+
+
+def reference_diffresnet_init(model: DiffResNet, seeds: Sequence[int]) -> None:
+    """Member k of the F-wide `DiffResNet` gets the weights of the reference's ``DiffusionNet`` built after
+    ``torch.manual_seed(seeds[k])``: ``nn.Linear(F, F)`` then ``nn.Linear(F, C)`` draw W₁ [F, F], b₁, W₂ [C, F],
+    b₂ in that order, each U(±1/√F), from one generator; the model stores W₁ᵀ and W₂ᵀ. (`DiffResNet`'s own
+    `reset_parameters` draws the same numbers into the stored [in, out] layout, which is not nn.Linear's.)"""
+    f, c = model.in_features, model.num_classes
+    bound = 1.0 / math.sqrt(f)
+    with torch.no_grad():
+        for k, gen in enumerate(member_generators(seeds)):
+            w1, b1, w2, b2 = [torch.empty(shape, dtype=model.w1.dtype).uniform_(-bound, bound, generator=gen)
+                              for shape in ((f, f), (f,), (c, f), (c,))]
+            model.w1[k].copy_(w1.t())
+            model.b1[k].copy_(b1)
+            model.w2[k].copy_(w2.t())
+            model.b2[k].copy_(b2)
 
 
 BASELINES: dict[str, type[nn.Module]] = {"mlp": MLP, "gcn": GCN, "appnp": APPNP, "sgc": SGC}
@@ -109,7 +161,8 @@ def model_specs(dataset: str, coin: dict[str, Any]) -> list[ModelSpec]:
     """The rows of one dataset's table; `coin` holds COIN's τ and steps (explicit and split share them).
 
     Diff-ResNet trains 20 dropout + diffusion layers on F-wide features (about 0.3 s per epoch on Cora and
-    0.8 s on Citeseer, one core), so its row runs 30% of the splits with one initialisation."""
+    0.8 s on Citeseer, one core), so its rows (the protocol's stopping rule and its own) run 30% of the splits
+    with one initialisation each."""
     ds = dataset.split("-")[0]
     members = 20 if ds == "cora" else 4  # Citeseer's W₁ is 3703×3703 (55 MB per member, ×5 with Adam)
     tau, steps = coin["tau"], coin["n_steps"]
@@ -123,6 +176,9 @@ def model_specs(dataset: str, coin: dict[str, Any]) -> list[ModelSpec]:
                   deterministic=True, max_members=members),
         ModelSpec("diffresnet", f"Diff-ResNet (τ={diff['tau']}, n={diff['n_steps']}, dropout {diff['dropout']})",
                   "diffresnet", dict(diff), max_members=1, split_fraction=0.3, max_inits=1),
+        ModelSpec("diffresnet-own-rule", f"Diff-ResNet (τ={diff['tau']}, n={diff['n_steps']}, dropout "
+                  f"{diff['dropout']})", "diffresnet", dict(diff), max_members=1, split_fraction=0.3, max_inits=1,
+                  improve_on_tie=True),
         ModelSpec("resnet", "ResNet: Diff-ResNet without diffusion (n=0)", "diffresnet",
                   dict(diff, n_steps=0), deterministic=True, max_members=members),
         ModelSpec("cdnet", f"Continuous conv.–diff. net, dopri5 (γ={CDNET[ds]['gamma']}, T=1)", "cdnet",
@@ -135,8 +191,8 @@ def model_specs(dataset: str, coin: dict[str, Any]) -> list[ModelSpec]:
     ]
 
 
-ROW_KEYS = ("coin-explicit", "coin-split", "coin-nodiff", "diffresnet", "resnet", "cdnet", "mlp", "gcn", "appnp",
-            "sgc")
+ROW_KEYS = ("coin-explicit", "coin-split", "coin-nodiff", "diffresnet", "diffresnet-own-rule", "resnet", "cdnet",
+            "mlp", "gcn", "appnp", "sgc")
 
 
 @dataclass(frozen=True)
@@ -154,6 +210,7 @@ class Protocol:
     tune_grid: dict[str, tuple] = field(default_factory=lambda: dict(COIN_TUNE_GRID))
     training: Training = Training()
     timing: bool = True
+    init_seeds: str = "paired"  # how initialisation i of split s is seeded (`experiments.graph.data.init_seeds`)
     models: tuple[str, ...] | None = None  # None: every row
     public_models: tuple[str, ...] | None = None  # rows on the public split (None: the same as `models`)
 

@@ -5,6 +5,11 @@ and 30 validation nodes per class drawn with `random_split(labels, seed)`, every
 Split i uses the i-th seed of the Diff-ResNet reference code (`graph/train.py`:
 ``np.random.RandomState(42).randint(0, 1000000, 100)``), so the splits are the reference's splits.
 Planetoid public split: the whole graph, 140/500/1000 (Cora) or 120/500/1000 (Citeseer) nodes.
+
+Initialisation seeds (`init_seeds`): "paired" gives initialisation i of split s the seed 1000·s + i; "authors"
+the reference's ``torch_seeds`` (`graph/train.py`, ``run_single_split``): the split's own
+``RandomState(seed_s)``, continued after drawing the split, ``.randint(0, 1000000, num_inits)[i]`` (the i-th value
+does not depend on num_inits). The Planetoid split uses split 0's seeds under either rule.
 """
 
 from __future__ import annotations
@@ -24,6 +29,43 @@ from cdflow.sparse import SparseMatrix
 
 #: The split seeds of the reference code, in order (split i of any protocol uses SPLIT_SEEDS[i]).
 SPLIT_SEEDS: tuple[int, ...] = tuple(int(s) for s in np.random.RandomState(42).randint(0, 1_000_000, 100))
+#: How initialisation i of split s is seeded (see the module docstring).
+SEED_RULES = ("paired", "authors")
+
+
+def authors_init_seeds(labels: np.ndarray | Tensor, split_seed: int, n: int, train_per_class: int = 20,
+                       val_per_class: int = 30) -> list[int]:
+    """The first n initialisation seeds of the Diff-ResNet reference for the split of seed `split_seed`:
+    ``RandomState(split_seed)`` draws the split as `random_split` does (per class in increasing order,
+    ``choice(nodes of the class, per_class, replace=False)``, training nodes, then validation nodes among the
+    rest), then ``randint(0, 1000000, n)``. Raises if the draws replayed here do not give `random_split`'s split
+    (then the state would not be the reference's either)."""
+    y = np.asarray(labels.cpu() if isinstance(labels, Tensor) else labels).astype(np.int64)
+    rng = np.random.RandomState(split_seed)
+    classes = np.unique(y)
+    chosen = np.zeros(len(y), dtype=bool)
+    masks = []
+    for per_class in (train_per_class, val_per_class):
+        picks = [rng.choice(np.flatnonzero((y == c) & ~chosen), per_class, replace=False) for c in classes]
+        mask = np.zeros(len(y), dtype=bool)
+        mask[np.concatenate(picks)] = True
+        masks.append(mask)
+        chosen |= mask
+    train, val, _ = random_split(y, split_seed, train_per_class, val_per_class)
+    if not (np.array_equal(masks[0], train) and np.array_equal(masks[1], val)):
+        raise RuntimeError(f"replaying the split of seed {split_seed} did not give random_split's split")
+    return [int(v) for v in rng.randint(0, 1_000_000, n)]
+
+
+def init_seeds(rule: str, split: int, inits: tuple[int, ...] | list[int], labels: np.ndarray | Tensor) -> list[int]:
+    """The seeds of initialisations `inits` of random split `split` under `rule` (`labels`: the random-split
+    graph's, needed by "authors")."""
+    if rule == "paired":
+        return [1000 * split + i for i in inits]
+    if rule == "authors":
+        stream = authors_init_seeds(labels, SPLIT_SEEDS[split], max(inits) + 1)
+        return [stream[i] for i in inits]
+    raise ValueError(f"unknown initialisation seed rule {rule!r} (choose from {', '.join(SEED_RULES)})")
 
 
 @dataclass

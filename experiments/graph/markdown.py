@@ -57,13 +57,81 @@ def data_sentence(runs: list[dict[str, Any]], datasets: list[str]) -> str:
     return " (" + ", ".join(f"{ds.capitalize()} {n:,} nodes" for ds, n in nodes.items()) + ")"
 
 
+SEED_RULE_TEXT = {
+    "paired": "initialisation i of split s has seed 1000·s + i",
+    "authors": "initialisation i of split s has the Diff-ResNet reference's seed for it "
+               "(`graph/train.py`: `np.random.RandomState(seed_s)`, continued after drawing split s, "
+               "`.randint(0, 10**6, inits)[i]`)",
+}
+
+
+def _seed_rule(r: dict[str, Any]) -> str:
+    """The record's seed rule; older records (no `init_seed_rule`) follow "paired" if their seed fits it."""
+    rule = r.get("init_seed_rule")
+    if rule is None:
+        return "paired" if r["init_seed"] == 1000 * r["split"] + r["init"] else "recorded"
+    return rule
+
+
 def seed_sentence(runs: list[dict[str, Any]]) -> str:
-    """The initialisation seeds as recorded: the rule 1000·s + i when every random-split run follows it."""
+    """The initialisation seed rule(s) of the random-split runs, from their records: the rule each record names
+    (checked against its seed where the records suffice: 1000·s + i), whether the rows share the seeds, and,
+    under the authors' rule, example seeds and the Diff-ResNet runs whose weights are drawn as the reference's."""
     rs = [r for r in runs if r["phase"] == "main" and r["split_protocol"] == "random"]
-    if rs and all(r["init_seed"] == 1000 * r["split"] + r["init"] for r in rs):
-        return ("Initialisation i of split s has seed 1000·s + i, shared by every row (rows are paired by "
-                "initialisation).")
-    return "Initialisation seeds: the `init_seed` of each record."
+    if not rs:
+        return "Initialisation seeds: the `init_seed` of each record."
+    by_rule: dict[str, list[dict[str, Any]]] = defaultdict(list)
+    for r in rs:
+        rule = _seed_rule(r)
+        if rule == "paired" and r["init_seed"] != 1000 * r["split"] + r["init"]:
+            rule = "recorded"
+        by_rule[rule].append(r)
+    parts = []
+    for rule, group in sorted(by_rule.items()):
+        text = SEED_RULE_TEXT.get(rule, "the `init_seed` of each record")
+        if rule == "authors":
+            r0 = min(group, key=lambda r: (r["dataset"], r["split"], r["init"]))
+            eg = sorted({(r["init"], r["init_seed"]) for r in group
+                         if r["dataset"] == r0["dataset"] and r["split"] == r0["split"]})
+            text += (f", e.g. {r0['dataset'].capitalize()} split {r0['split']} (seed {r0['split_seed']}): "
+                     + ", ".join(f"init {i} → {seed}" for i, seed in eg))
+        parts.append(f"{text} ({len(group)} run{'s' if len(group) != 1 else ''})")
+    seeds: dict[tuple, set[int]] = defaultdict(set)
+    for r in rs:
+        seeds[(r["dataset"], r["split"], r["init"])].add(r["init_seed"])
+    shared = all(len(v) == 1 for v in seeds.values())
+    out = "Initialisation seeds of the random-split runs (from the records): " + "; ".join(parts) + (
+        ", the same for every row (rows are paired by initialisation)." if shared else
+        "; not the same for every row.")
+    ref = [r for r in rs if r.get("reference_init")]
+    if ref:
+        rows = sorted({r["model"] for r in ref})
+        out += (f" The Diff-ResNet rows ({', '.join(rows)}; {len(ref)} runs) draw their weights as the reference's "
+                "`nn.Linear(F, F)`, `nn.Linear(F, C)` after `torch.manual_seed(seed)`, so they start from the "
+                "reference's initial weights; their dropout masks are not the reference's (it draws them on the GPU).")
+    return out
+
+
+def stopping_sentence(runs: list[dict[str, Any]]) -> str:
+    """Which stopping rule each row trained with, from the records (empty for records without one)."""
+    rows: dict[tuple[str, int, bool], set[str]] = defaultdict(set)
+    for r in runs:
+        st = r.get("stopping")
+        if r["phase"] == "main" and st:
+            rows[(st["rule"], st["patience"], st["improve_on_tie"])].add(r["model"])
+    if not rows:
+        return ""
+    order = {k: i for i, k in enumerate(ORDER)}
+    parts = [f"{name}'s rule ({'ties count' if ties else 'strict'}, patience {patience}): "
+             + ", ".join(sorted(models, key=lambda m: (order.get(m, len(order)), m)))
+             for (name, patience, ties), models in sorted(rows.items())]
+    text = "* Stopping rule of each row (from the records): " + "; ".join(parts) + "."
+    if any(ties for _, _, ties in rows):
+        text += (" The Diff-ResNet reference's loop (`graph/train.py`) also differs from the library's in when it "
+                 "scores: after each optimiser step (its first candidate is the weights after one step), where the "
+                 "library scores before the step (its first candidate is the initial weights); and when it reaches "
+                 "max_epochs without stopping it tests the last weights, where the library restores the best.")
+    return text
 
 
 def cdnet_sentence(summary: dict[str, dict[str, Any]], proto: dict[str, Any]) -> str:
@@ -193,12 +261,14 @@ def markdown(payload: dict[str, Any]) -> str:
         f"{SPLIT_SEEDS[0]}, {SPLIT_SEEDS[1]}, …), so split s is the reference's split s. "
         f"{seed_sentence(payload['runs'])}",
         f"* Training: Adam (lr {train['lr']}, weight decay {train['weight_decay']}), full batch, at most "
-        f"{train['max_epochs']} epochs, early stopping with patience {train['patience']}: the counter resets when "
-        + ("the validation loss *or* accuracy improves or ties (val_loss ≤ min or val_acc ≥ max, as in the older "
+        f"{train['max_epochs']} epochs, early stopping with patience {train['patience']} (the protocol's rule; a row "
+        "may set its own): the counter resets when "
+        + ("the validation loss *or* accuracy improves or ties (val_loss ≤ min or val_acc ≥ max, as in the "
            "Diff-ResNet reference `graph/train.py`)" if train.get("improve_on_tie", True) else
            "the validation loss *or* accuracy strictly improves (val_loss < min or val_acc > max, as in the COIN "
            "reference `graph/train.py`)")
         + ", and the weights of the last such epoch are restored and tested.",
+        *[line for line in (stopping_sentence(payload["runs"]),) if line],
         "* The initialisations of one split train together as one model with a member axis (`cdflow.models.COIN` "
         "and `DiffResNet` with `members=K`, the baselines of `cdflow.models.baselines`: stacked weights, one "
         "sparse graph product for all members; the continuous net as `cdflow.models.Members`), by the library "

@@ -24,6 +24,7 @@ from cdflow.training.alloc import keep_freed_memory
 from experiments.common import artefact, machine_info, mode_of, runner_parser
 from experiments.graph import report, timing
 from experiments.graph.configs import COIN_CORA, ModelSpec, Protocol, model_specs, protocol
+from experiments.graph.data import SEED_RULES
 from experiments.graph.markdown import markdown
 from experiments.graph.units import Unit, run_unit
 
@@ -37,6 +38,11 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--splits", type=int, help="random splits per row (overrides the mode)")
     p.add_argument("--inits", type=int, help="initialisations per split (overrides the mode)")
     p.add_argument("--no-public", action="store_true", help="skip the Planetoid public split")
+    p.add_argument("--init-seeds", choices=SEED_RULES, default="paired",
+                   help="initialisation i of split s: paired = seed 1000·s + i (default, as the committed results); "
+                        "authors = the Diff-ResNet reference's seed RandomState(split seed) continued after drawing "
+                        "the split, .randint(0, 10**6, inits)[i], and Diff-ResNet weights drawn as its nn.Linear "
+                        "layers (each run pairs with the reference's run of that split and initialisation)")
     p.add_argument("--tune", choices=("coin", "none"), default="coin",
                    help=f"run Citeseer's COIN search (none: COIN {DEFAULT_CITESEER_COIN})")
     p.add_argument("--no-timing", action="store_true", help="skip the single-run timing")
@@ -83,7 +89,7 @@ def plan(proto: Protocol, dataset: str, specs: list[ModelSpec], public: bool) ->
         splits = [0] if public else range(max(1, round(proto.n_splits * spec.split_fraction)))
         for split in splits:
             for inits in _groups(n_inits, spec.max_members):
-                units.append(Unit(dataset, public, spec, split, inits, proto.training))
+                units.append(Unit(dataset, public, spec, split, inits, proto.training, seed_rule=proto.init_seeds))
     return units
 
 
@@ -95,7 +101,8 @@ def tune_units(proto: Protocol, dataset: str) -> list[Unit]:
     for spec in specs:
         for split in range(proto.tune_splits):
             for inits in _groups(proto.tune_inits, spec.max_members):
-                units.append(Unit(dataset, False, spec, split, inits, proto.training, phase="tune"))
+                units.append(Unit(dataset, False, spec, split, inits, proto.training, phase="tune",
+                                  seed_rule=proto.init_seeds))
     return units
 
 
@@ -136,7 +143,12 @@ def _group(r: dict[str, Any]) -> tuple:
 
 
 def merge(old: dict[str, Any], new: dict[str, Any]) -> dict[str, Any]:
-    """`old` with the runs of every group present in `new` replaced by new's; summaries recomputed."""
+    """`old` with the runs of every group present in `new` replaced by new's; summaries recomputed. Refuses
+    runs of another initialisation seed rule (their rows would no longer be paired by initialisation)."""
+    rules = [p.get("protocol", {}).get("init_seeds", "paired") for p in (old, new)]
+    if rules[0] != rules[1]:
+        raise SystemExit(f"--merge: the existing json used --init-seeds {rules[0]}, this run {rules[1]}; "
+                         "run with the same rule or write to another --out")
     groups = {_group(r) for r in new["runs"]}
     runs = [r for r in old["runs"] if _group(r) not in groups] + new["runs"]
     chosen = dict(old.get("chosen", {}))
@@ -187,7 +199,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         (out / md_name).write_text(markdown(payload))
         return payload
     proto = protocol(mode, datasets=tuple(args.datasets) if args.datasets else None, n_splits=args.splits,
-                     n_inits=args.inits, public_inits=args.inits, models=tuple(args.models) if args.models else None)
+                     n_inits=args.inits, public_inits=args.inits, models=tuple(args.models) if args.models else None,
+                     init_seeds=args.init_seeds)
     keep_freed_memory()
     start_info = machine_info()
     start = time.perf_counter()
@@ -201,7 +214,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "protocol": {"name": proto.name, "datasets": proto.datasets, "n_splits": proto.n_splits,
                      "n_inits": proto.n_inits, "public_inits": proto.public_inits, "tune_splits": proto.tune_splits,
                      "tune_inits": proto.tune_inits, "tune_grid": proto.tune_grid,
-                     "training": vars(proto.training), "workers": args.workers},
+                     "training": vars(proto.training), "init_seeds": proto.init_seeds, "workers": args.workers},
         "machine": start_info,
         "loadavg_end": machine_info()["loadavg"],
         "wall_s": wall,

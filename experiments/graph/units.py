@@ -1,9 +1,12 @@
 """One unit of work: a model row trained on one split for a group of initialisations (one model with a
-member axis), by the library's loop `cdflow.training.fit_members` under the protocol's stopping rule.
+member axis), by the library's loop `cdflow.training.fit_members` under the row's stopping rule (the
+protocol's unless the row sets its own, `ModelSpec.training`).
 
 Seeds: random split s is `random_split(labels, SPLIT_SEEDS[s])` (the reference code's split seeds);
-initialisation i of split s has seed 1000·s + i (the Planetoid split uses s = 0), the same for every row,
-so rows are paired by initialisation.
+initialisation i of split s has seed 1000·s + i ("paired") or the Diff-ResNet reference's seed for it
+("authors", `experiments.graph.data.init_seeds`); the Planetoid split uses s = 0. Under either rule the seeds
+are the same for every row of a dataset, so rows are paired by initialisation. Under "authors" the Diff-ResNet
+rows also draw their weights as the reference does (`ModelSpec.build(reference_init=True)`).
 """
 
 from __future__ import annotations
@@ -21,7 +24,7 @@ from cdflow.models.layers import member_accuracy, member_nll
 from cdflow.sparse import SparseMatrix
 from cdflow.training import MemberFit, fit_node_members
 from experiments.graph.configs import ModelSpec, Training
-from experiments.graph.data import SPLIT_SEEDS, GraphTask, Masks, load_task
+from experiments.graph.data import SPLIT_SEEDS, GraphTask, Masks, init_seeds, load_task
 
 TASKS: dict[tuple[str, bool], GraphTask] = {}
 
@@ -52,7 +55,7 @@ class MemberResult:
 
 def train(model: nn.Module, x: SparseMatrix, graph: Laplacian | SparseMatrix | None, y: Tensor, masks: Masks,
           training: Training, deterministic: bool) -> tuple[list[MemberResult], MemberFit]:
-    """Train every member with the protocol's early stopping (`cdflow.training.fit_members`: NLL on the
+    """Train every member with `training`'s early stopping (`cdflow.training.fit_members`: NLL on the
     training nodes, validation loss and accuracy for the rule), restore each member's best state and score it."""
 
     fit, forward = fit_node_members(model, x, graph, y, masks.train, masks.val, training.member_training(),
@@ -83,9 +86,12 @@ class Unit:
     inits: tuple[int, ...]
     training: Training
     phase: str = "main"  # or "tune"
+    seed_rule: str = "paired"  # or "authors" (`experiments.graph.data.init_seeds`)
 
     def init_seeds(self) -> list[int]:
-        return [1000 * self.split + i for i in self.inits]
+        """The seeds of the unit's initialisations (the Planetoid split takes random split 0's)."""
+        labels = task(self.dataset, False).y if self.seed_rule == "authors" else None
+        return init_seeds(self.seed_rule, self.split, self.inits, labels)
 
 
 def run_unit(unit: Unit) -> list[dict[str, Any]]:
@@ -94,9 +100,11 @@ def run_unit(unit: Unit) -> list[dict[str, Any]]:
     masks = t.masks(unit.split)
     seeds = unit.init_seeds()
     torch.manual_seed(seeds[0] + 7919 * (len(seeds) + 1))  # dropout masks
-    model = unit.spec.build(seeds, t.num_features, t.num_classes)
+    reference_init = unit.seed_rule == "authors" and unit.spec.family == "diffresnet"
+    model = unit.spec.build(seeds, t.num_features, t.num_classes, reference_init=reference_init)
     graph = {"lap": t.lap, "adj": t.adj, "none": None}[unit.spec.graph]
-    results, fit = train(model, t.x, graph, t.y, masks, unit.training, unit.spec.deterministic)
+    training = unit.spec.training(unit.training)  # the protocol's, with the row's stopping rule
+    results, fit = train(model, t.x, graph, t.y, masks, training, unit.spec.deterministic)
     records = []
     for i, (seed, res) in enumerate(zip(seeds, results)):
         rec: dict[str, Any] = {
@@ -104,12 +112,16 @@ def run_unit(unit: Unit) -> list[dict[str, Any]]:
             "dataset": unit.dataset,
             "split_protocol": "public" if unit.public else "random",
             "model": unit.spec.key,
-            "label": unit.spec.label,
+            "label": unit.spec.row_label(training),
+            "family": unit.spec.family,
             "kwargs": unit.spec.kwargs,
             "split": unit.split,
             "split_seed": None if unit.public else SPLIT_SEEDS[unit.split],
             "init": unit.inits[i],
             "init_seed": seed,
+            "init_seed_rule": unit.seed_rule,
+            "reference_init": reference_init,  # weights drawn as the Diff-ResNet reference's nn.Linear layers
+            "stopping": training.stopping(),
             "members_in_batch": len(seeds),
             "batch_wall_s": fit.wall_s,
             "wall_s": fit.wall_s / len(seeds),

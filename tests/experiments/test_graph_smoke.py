@@ -29,8 +29,16 @@ def test_graph_runner_smoke(tmp_path):
         assert key in saved
     assert {"cpu", "cores", "torch"} <= set(saved["machine"])
     models = {r["model"] for r in saved["runs"] if r["phase"] == "main"}
-    assert {"coin-explicit", "coin-split", "coin-nodiff", "diffresnet", "resnet", "cdnet", "mlp", "gcn", "appnp",
-            "sgc"} <= models
+    assert {"coin-explicit", "coin-split", "coin-nodiff", "diffresnet", "diffresnet-own-rule", "resnet", "cdnet", "mlp",
+            "gcn", "appnp", "sgc"} <= models
+    # every run records its seed rule (the default, paired) and stopping rule; Diff-ResNet rows name it in their label
+    assert saved["protocol"]["init_seeds"] == "paired"
+    for r in saved["runs"]:
+        assert r["init_seed_rule"] == "paired" and r["init_seed"] == 1000 * r["split"] + r["init"]
+        assert r["stopping"]["improve_on_tie"] == (r["model"] == "diffresnet-own-rule")
+        if r["family"] == "diffresnet":
+            assert r["label"].endswith(f"; stopping: {r['stopping']['rule']}'s rule "
+                                       + ("(ties count)" if r["stopping"]["improve_on_tie"] else "(strict)"))
     assert {r["split_protocol"] for r in saved["runs"]} == {"random", "public"}
     assert any(r["phase"] == "tune" for r in saved["runs"])
     for r in saved["runs"]:
