@@ -127,6 +127,31 @@ def _checkpoint_dir(root: str | None) -> str:
     return str(Path(root or DEFAULT_ROOT) / "checkpoints")
 
 
+def _flat(section: Any, prefix: str = "") -> dict[str, Any]:
+    """A nested config section (jsonargparse Namespace or dict) as {"a.b": value}."""
+    if section is None:
+        return {}
+    items = section.as_dict() if hasattr(section, "as_dict") else section
+    if not isinstance(items, dict):
+        return {prefix.rstrip("."): items} if prefix else {}
+    out: dict[str, Any] = {}
+    for key, value in items.items():
+        if isinstance(value, dict) or hasattr(value, "as_dict"):
+            out.update(_flat(value, f"{prefix}{key}."))
+        else:
+            out[f"{prefix}{key}"] = value
+    return out
+
+
+def _epochs_completed(checkpoint: dict[str, Any]) -> int | None:
+    """The epoch a Lightning checkpoint resumes at (its fit loop's completed epochs: Lightning's
+    ``current_epoch`` after restoring, which it refuses above ``max_epochs``), if it says."""
+    try:
+        return int(checkpoint["loops"]["fit_loop"]["epoch_progress"]["current"]["completed"])
+    except (KeyError, TypeError, ValueError):
+        return None
+
+
 def _launched_worker() -> bool:
     """Whether this process is a DDP worker other than the first (its rank, local rank or node rank > 0)."""
     ranks = ("RANK", "LOCAL_RANK", "NODE_RANK", "SLURM_PROCID", "JSM_NAMESPACE_RANK")
@@ -219,14 +244,24 @@ class CdflowCLI(LightningCLI):
                 last = find_last_checkpoint(root) if ckpt_path in (None, "last") else None
                 section["ckpt_path"] = eval_checkpoint(subcommand, ckpt_path, last)
             elif ckpt_path is not None:
+                if ckpt_path == "last":  # resolved now, so that fit reads its settings as for any other path
+                    from cdflow.training.run_folder import find_last_checkpoint
+
+                    last = find_last_checkpoint(section.get("trainer.default_root_dir") or DEFAULT_ROOT)
+                    if last is not None:
+                        section["ckpt_path"] = ckpt_path = str(last)
+                        print(f"cdflow: --ckpt_path last is {last} (the most recently written last.ckpt)")
                 check_checkpoint_file(ckpt_path)
             check_precision_flag(section)
         except CdflowError as err:
             refuse(f"cdflow {subcommand}", err)
 
     def _parse_ckpt_path(self) -> None:
-        """Lightning reads the model's hyper-parameters from ``--ckpt_path`` here; a file torch cannot load
-        (corrupt past the checks of `check_checkpoint_file`) is refused naming the fix."""
+        """Lightning reads the model's hyper-parameters from ``--ckpt_path`` here, replacing the given ones (the
+        weights need the model they were trained with): every setting it replaces is printed. A file torch
+        cannot load (corrupt past the checks of `check_checkpoint_file`) is refused naming the fix."""
+        subcommand = self.config.get("subcommand")
+        before = _flat(self.config[subcommand].get("model")) if subcommand else {}
         try:
             super()._parse_ckpt_path()
         except (RuntimeError, EOFError, OSError, ValueError, pickle.UnpicklingError, zipfile.BadZipFile) as err:
@@ -235,6 +270,13 @@ class CdflowCLI(LightningCLI):
             subcommand = self.config.get("subcommand")
             path = self.config[subcommand].get("ckpt_path") if subcommand else None
             refuse(f"cdflow {subcommand}", unreadable_checkpoint(path, err))
+        if subcommand:
+            after = _flat(self.config[subcommand].get("model"))
+            replaced = [f"--model.{k} {before[k]} → {after[k]}" for k in sorted(before.keys() & after.keys())
+                        if before[k] != after[k] and k not in ("num_classes", "input_shape")]
+            if replaced:
+                print(f"cdflow: the checkpoint's model settings replace the given ones: {'; '.join(replaced)}",
+                      file=sys.stderr)
 
     # -- instantiation ----------------------------------------------------------------------------------
     def instantiate_classes(self) -> None:
@@ -261,6 +303,18 @@ class CdflowCLI(LightningCLI):
         except Exception:
             return  # Lightning loads it itself (and says what is wrong)
         check(checkpoint, path)
+        # the data module's state (e.g. a table's class names) and the epochs left, checked before the run
+        # folder and its config.yaml are touched: a resume that cannot go on leaves them as they were
+        state = checkpoint.get(type(self.datamodule).__name__)
+        if state is not None and hasattr(self.datamodule, "load_state_dict"):
+            self.datamodule.load_state_dict(state)
+        if self.subcommand == "fit":
+            done = _epochs_completed(checkpoint)
+            max_epochs = self._get(self.config_init, "trainer", default={}).get("max_epochs")
+            if done is not None and max_epochs not in (None, -1) and done > max_epochs:
+                raise ConfigError(f"--ckpt_path {path} resumes at epoch {done} (counting from 0), past "
+                                  f"--trainer.max_epochs {max_epochs}: raise --trainer.max_epochs to train on from "
+                                  f"it, or evaluate it with cdflow test --ckpt_path {path}")
 
     def _check_data_root(self) -> None:
         """A data module given an explicit ``root`` that does not exist fails now, before any run directory."""
