@@ -192,8 +192,9 @@ class CdflowCLI(LightningCLI):
         kwargs.setdefault("seed_everything_default", 0)
         kwargs.setdefault("auto_configure_optimizers", False)
         kwargs.setdefault("parser_class", CdflowArgumentParser)  # short parse errors, without the usage text
+        # allow_abbrev=False: a typo such as --trainer.max_epoch is an error, not a prefix of max_epochs
         kwargs.setdefault("parser_kwargs", {"description": DESCRIPTION, "epilog": EPILOG,
-                                            "formatter_class": CdflowHelpFormatter})
+                                            "formatter_class": CdflowHelpFormatter, "allow_abbrev": False})
         self.predictions_path: Path | None = None  # where `cdflow predict` wrote its table
         super().__init__(args=args, run=run, **kwargs)
 
@@ -392,8 +393,10 @@ class CdflowCLI(LightningCLI):
         try:
             super()._run_subcommand(subcommand)
         except SystemExit:
-            if subcommand == "fit" and self.trainer.interrupted and self.trainer.is_global_zero:
-                print(self._summary(None, None), flush=True)
+            if subcommand == "fit" and self.trainer.interrupted:
+                if self.trainer.is_global_zero:
+                    print(self._summary(None, None), flush=True)
+                raise SystemExit(130) from None  # the shell's status for Ctrl-C (Lightning exits with 1)
             raise
         finally:
             self._release_run_folder()
@@ -500,6 +503,9 @@ def main() -> None:
     """Entry point of the ``cdflow`` console script."""
     # An upstream deprecation inside Lightning's pytree helpers, printed on every run with torch ≥ 2.10.
     warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\).*")
+    # cdflow points the checkpoint callbacks at the run folder itself: evaluating a checkpoint of another
+    # folder is expected, not a misconfiguration
+    warnings.filterwarnings("ignore", message=r".*The dirpath has changed from.*")
     if os.environ.get("CDFLOW_KEEP_FREED_MEMORY", "1") != "0":
         keep_freed_memory()  # tensors freed every epoch are reused, not page-faulted back in (see alloc.py)
     run_cli()

@@ -250,7 +250,7 @@ def test_table_errors(tmp_path: Path) -> None:
     msg = _table_error(tmp_path, "b.csv", ["a", "b", "label"], _rows(bad={(4, 1): "abc"}))
     assert "non-numeric value 'abc' in column 'b' at row 4 (line 6)" in msg
     msg = _table_error(tmp_path, "c.csv", ["a", "b", "label"], _rows(bad={(7, 0): "nan", (9, 1): "inf"}))
-    assert "NaN or Inf" in msg and "[7, 9]" in msg
+    assert "feature 'a' is nan at row 7 (line 9)" in msg and "2 NaN/inf value(s) in all, in 2 column(s)" in msg
     msg = _table_error(tmp_path, "e.csv", ["a", "b", "label"], _rows(bad={(3, 2): "merlot"}))
     assert "class 'merlot' has only 1 example" in msg
     msg = _table_error(tmp_path, "f.csv", ["a", "b", "label"], _rows(bad={(3, 2): ""}))
@@ -378,6 +378,17 @@ def test_cli_trains_a_table_from_a_csv(_cli_env: None, wine_csv: Path, tmp_path:
     assert [r["label"] for r in rows] == [file_labels[i] for i in test_rows]  # the true names, row by row
     assert {r["prediction"] for r in rows} <= {"barbera", "barolo", "grignolino"}
     assert sum(r["prediction"] == r["label"] for r in rows) / len(rows) > 0.6
+    # new rows without labels, in another column order: predicted in the file's order, no label column
+    x, y = _wine()
+    new = _write_csv(tmp_path / "new.csv", [f"f{j}" for j in reversed(range(13))],
+                     [[repr(v) for v in reversed(row.tolist())] for row in x[:9]])
+    pred = run_cli(["predict", "--data", "TabularDataModule", "--data.path", str(wine_csv), "--data.predict_path",
+                    str(new), "--ckpt_path", str(root / "checkpoints" / "last.ckpt"), *QUICK_PREDICT])
+    with open(pred.predictions_path, newline="") as fh:
+        new_rows = list(csv.DictReader(fh))
+    assert [int(r["index"]) for r in new_rows] == list(range(9)) and "label" not in new_rows[0]
+    assert {r["prediction"] for r in new_rows} <= {"barbera", "barolo", "grignolino"}
+    assert sum(r["prediction"] == WINES[k] for r, k in zip(new_rows, y[:9])) >= 5  # the same rows as trained on
 
 
 def test_cli_trains_a_graph_from_an_npz(_cli_env: None, sbm_npz: Path, tmp_path: Path) -> None:

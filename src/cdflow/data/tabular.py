@@ -17,8 +17,9 @@ from typing import Any
 
 import numpy as np
 import torch
+from torch.utils.data import TensorDataset
 
-from cdflow.data.base import CdflowDataModule, tensor_dataset
+from cdflow.data.base import CdflowDataModule, minibatch_loader, tensor_dataset
 from cdflow.data.files import (
     MASK_KEYS,
     TABLE_SUFFIXES,
@@ -92,6 +93,9 @@ class TabularDataModule(LabelNamesMixin, CdflowDataModule):
         standardize: subtract the mean and divide by the std of each feature, both of the training part only.
         classes: class names in class order (default: the sorted labels of the file); to encode a file like
             the one a checkpoint was trained on.
+        predict_path: a file of rows to predict (``cdflow predict``), with the same feature columns (an
+            ``.npz``: array ``x``) and, optionally, the label column; standardised with the training
+            statistics. Without it, ``cdflow predict`` predicts the test split.
         batch_size, num_workers, seed: loaders; `seed` also seeds the split.
     """
 
@@ -103,6 +107,7 @@ class TabularDataModule(LabelNamesMixin, CdflowDataModule):
         split: tuple[float, float, float] = (0.7, 0.15, 0.15),
         standardize: bool = True,
         classes: list[str] | None = None,
+        predict_path: str | None = None,
         batch_size: int = 64,
         num_workers: int = 0,
         seed: int = 0,
@@ -114,13 +119,20 @@ class TabularDataModule(LabelNamesMixin, CdflowDataModule):
         raw, labels, label_field, self.feature_names = self._read(table, label, features)
         y, self.label_names = encode_labels(table, labels, label_field, classes)
         where = str(table.path)
-        check_finite(torch.from_numpy(raw), f"features {self.feature_names[:5]}{'…' if raw.shape[1] > 5 else ''}",
-                     source=where)
+        bad = np.argwhere(~np.isfinite(raw))
+        if len(bad):
+            row, col = (int(v) for v in bad[0])
+            raise DataError(
+                f"{where}: feature {self.feature_names[col]!r} is {raw[row, col]} at {table.where(row)} "
+                f"({len(bad)} NaN/inf value(s) in all, in {len(np.unique(bad[:, 1]))} column(s)). Fill or drop "
+                "those rows (cdflow does not impute)."
+            )
         masks = read_masks(table, len(y))
         if masks is None:
             masks = split_by_fractions(y, self.label_names, fractions, seed, where)
         self.masks = dict(zip(SPLITS, masks))
-        #: the file row (0-based, header excluded) of each example of the predict set (the test split)
+        #: the file row (0-based, header excluded) of each example of the predict set (the test split, or
+        #: every row of `predict_path`)
         self.predict_index = torch.from_numpy(np.flatnonzero(self.masks["test"]))
         self.y = torch.from_numpy(y)
         self._raw = raw
@@ -131,6 +143,10 @@ class TabularDataModule(LabelNamesMixin, CdflowDataModule):
         std = raw[self.masks["train"]].std(axis=0) if standardize else np.ones(raw.shape[1])
         self.std = np.where(std > 0, std, 1.0)  # a constant feature stays constant (0) instead of NaN
         self.x = self._standardized()
+        self._predict: tuple[np.ndarray, torch.Tensor | None] | None = None
+        if predict_path is not None:
+            self._predict = self._read_predict(predict_path, label)
+            self.predict_index = torch.arange(len(self._predict[0]))
 
     @staticmethod
     def _read(
@@ -167,6 +183,40 @@ class TabularDataModule(LabelNamesMixin, CdflowDataModule):
         if label in names:
             raise ConfigError(f"--data.features lists the label column {label!r}; leave it out.")
         return feature_matrix(table, names), labels, label, names
+
+    def _read_predict(self, path: str, label: str) -> tuple[np.ndarray, torch.Tensor | None]:
+        """(raw features [M, F], labels [M] or None) of the rows to predict."""
+        table = read_table(check_path(path, TABLE_SUFFIXES, "file to predict"))
+        arrays = table.arrays
+        if arrays is not None and "x" in arrays:
+            raw = to_float(table, arrays["x"], "x")
+            labels = arrays.get("y")
+            field = "y"
+        else:
+            missing = [n for n in self.feature_names if n not in table.columns]
+            if missing:
+                raise DataError(f"{table.path}: the feature column(s) {missing[:5]} of the training file are missing "
+                                f"(found {list(table.columns)[:10]}): the rows to predict need the same features.")
+            raw = feature_matrix(table, self.feature_names)
+            labels = table.column(label, "label") if label in table.columns else None
+            field = label
+        if raw.ndim != 2 or raw.shape[1] != self.num_features:
+            raise DataError(f"{table.path}: {raw.shape[1] if raw.ndim == 2 else raw.shape} features, but the "
+                            f"model is trained on {self.num_features}: give the same feature columns.")
+        check_finite(torch.from_numpy(raw), "features to predict", source=str(table.path))
+        y = None
+        if labels is not None:
+            y = torch.from_numpy(encode_labels(table, labels, field, self.label_names)[0])
+        return raw, y
+
+    def predict_dataloader(self) -> Any:
+        """The test split, or the rows of ``predict_path`` (``(x,)`` or ``(x, y)`` batches, in file order)."""
+        if self._predict is None:
+            return super().predict_dataloader()
+        raw, y = self._predict
+        x = torch.from_numpy(((raw - self.mean) / self.std).astype(np.float32))  # the training statistics
+        data = TensorDataset(x) if y is None else TensorDataset(x, y)
+        return minibatch_loader(data, self._batch_size, self._num_workers, shuffle=False, seed=self._seed)
 
     def _standardized(self) -> torch.Tensor:
         return torch.from_numpy(((self._raw - self.mean) / self.std).astype(np.float32))
