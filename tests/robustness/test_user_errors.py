@@ -165,6 +165,7 @@ FLAG_CASES = {
     "wrong type": (["--model.hidden", "abc"], 'error: Parser key "model.hidden":\n  Expected a <class \'int\'>.'),
     "a file as --data": (["--data", "wine.csv"], "cdflow fit: error: --data: no data module named 'wine.csv'; to train "
                          "on a file use --data TabularDataModule --data.path wine.csv"),
+    "abbreviated flag": (["--trainer.max_epoch", "1"], "unrecognized arguments: --trainer.max_epoch 1"),
     "batch_size 0": (["--data.batch_size", "0"], "ConfigError: --data.batch_size must be an integer ≥ 1, got 0"),
     "unknown --data": (["--data", "Digits"], "no data module named 'Digits'; cdflow's data modules: DigitsDataModule"),
 }
