@@ -63,7 +63,8 @@ def fit_members(
     k = members if members is not None else int(getattr(model, "members", 1))
     stopping = MemberStopping(member_views(model, k), training.rule)
     params = [p for p in model.parameters() if p.requires_grad]
-    opt = build_optimizer(params, training.optimizer, training.lr, training.weight_decay)  # type: ignore[arg-type]
+    opt = build_optimizer(params, training.optimizer, training.lr, training.weight_decay,  # type: ignore[arg-type]
+                          members=k if isinstance(getattr(model, "members", None), int) else 1)
     skips_stopped = hasattr(model, "active")
     epoch = 0
     for epoch in range(training.max_epochs):

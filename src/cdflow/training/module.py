@@ -653,6 +653,8 @@ class ContinuousDepthClassifier(L.LightningModule):
     # -- optimisation -----------------------------------------------------------------------------------
     def configure_optimizers(self) -> Any:
         cfg = self.optim_config
-        opt = build_optimizer(self.parameters(), cfg["name"], cfg["lr"], cfg["weight_decay"], cfg["momentum"])
+        native = isinstance(getattr(self.net, "members", None), int)  # a member axis in every parameter
+        opt = build_optimizer(self.parameters(), cfg["name"], cfg["lr"], cfg["weight_decay"], cfg["momentum"],
+                              members=self.members if native else 1)
         sched = build_scheduler(opt, cfg["scheduler"], cfg["milestones"], cfg["lr_gamma"], self.trainer.max_epochs)
         return opt if sched is None else {"optimizer": opt, "lr_scheduler": sched}

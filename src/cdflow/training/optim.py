@@ -9,15 +9,19 @@ import torch
 from torch import nn
 
 from cdflow.errors import ConfigError
+from cdflow.training.member_adam import MemberAdam
 
 OptimizerName = Literal["adam", "adamw", "sgd"]
 SchedulerName = Literal["none", "multistep", "cosine"]
 
 
 def build_optimizer(
-    params: Iterable[nn.Parameter], name: OptimizerName, lr: float, weight_decay: float = 0.0, momentum: float = 0.9
+    params: Iterable[nn.Parameter], name: OptimizerName, lr: float, weight_decay: float = 0.0, momentum: float = 0.9,
+    members: int = 1,
 ) -> torch.optim.Optimizer:
-    """Adam, AdamW or SGD (with `momentum`, Nesterov off) over `params`."""
+    """Adam, AdamW or SGD (with `momentum`, Nesterov off) over `params`. With `members` K > 1, Adam and AdamW
+    step each member's slice of a [K, ...] parameter as its own tensor (`MemberAdam`): member k then trains
+    bit for bit as the one-member model."""
     if not lr > 0:
         raise ConfigError(f"lr must be > 0, got {lr}")
     if weight_decay < 0:
@@ -25,6 +29,8 @@ def build_optimizer(
     params = list(params)
     # the fused kernel (one pass over all tensors) is much faster than the per-tensor loop on CPU too
     fused = all(isinstance(p, torch.Tensor) and p.dtype.is_floating_point for p in params) or None
+    if name in ("adam", "adamw") and members > 1:
+        return MemberAdam(params, members, lr=lr, weight_decay=weight_decay, decoupled=name == "adamw")
     if name == "adam":
         return torch.optim.Adam(params, lr=lr, weight_decay=weight_decay, fused=fused)
     if name == "adamw":
