@@ -18,7 +18,7 @@ import torch
 from torch import Tensor, nn
 
 from cdflow.models.layers import member_accuracy, member_nll
-from cdflow.training.member_stopping import MemberStopping, StoppingRule, member_views
+from cdflow.training.member_stopping import MemberStopping, StoppingRule, member_views, stacked_members
 from cdflow.training.optim import build_optimizer
 
 
@@ -64,7 +64,7 @@ def fit_members(
     stopping = MemberStopping(member_views(model, k), training.rule)
     params = [p for p in model.parameters() if p.requires_grad]
     opt = build_optimizer(params, training.optimizer, training.lr, training.weight_decay,  # type: ignore[arg-type]
-                          members=k if isinstance(getattr(model, "members", None), int) else 1)
+                          members=stacked_members(model))
     skips_stopped = hasattr(model, "active")
     epoch = 0
     for epoch in range(training.max_epochs):

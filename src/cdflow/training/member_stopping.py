@@ -35,6 +35,13 @@ class StoppingRule:
             raise ConfigError(f"patience must be an int ≥ 1 or None, got {self.patience!r}")
 
 
+def stacked_members(model: nn.Module) -> int:
+    """K for a model with a member axis in every parameter (COIN, DiffResNet, the baselines: an int
+    ``members`` attribute), else 1 (`Members` wraps separate networks; any other network has one member)."""
+    native = getattr(model, "members", None)
+    return native if isinstance(native, int) and not isinstance(model, Members) else 1
+
+
 def member_views(model: nn.Module, members: int) -> list[list[Tensor]]:
     """For each member, the tensors that hold its trainable weights.
 

@@ -41,6 +41,7 @@ from cdflow.training.fault import (
     loss_failure,
     nonfinite_grads,
 )
+from cdflow.training.member_stopping import stacked_members
 from cdflow.training.networks import ActivationName, EncoderKind, VelocityKind, build_classifier
 from cdflow.training.optim import OptimizerName, SchedulerName, build_optimizer, build_scheduler
 from cdflow.training.resume import KEY as RNG_KEY
@@ -653,8 +654,7 @@ class ContinuousDepthClassifier(L.LightningModule):
     # -- optimisation -----------------------------------------------------------------------------------
     def configure_optimizers(self) -> Any:
         cfg = self.optim_config
-        native = isinstance(getattr(self.net, "members", None), int)  # a member axis in every parameter
         opt = build_optimizer(self.parameters(), cfg["name"], cfg["lr"], cfg["weight_decay"], cfg["momentum"],
-                              members=self.members if native else 1)
+                              members=stacked_members(self.net))
         sched = build_scheduler(opt, cfg["scheduler"], cfg["milestones"], cfg["lr_gamma"], self.trainer.max_epochs)
         return opt if sched is None else {"optimizer": opt, "lr_scheduler": sched}
