@@ -143,6 +143,17 @@ def _flat(section: Any, prefix: str = "") -> dict[str, Any]:
     return out
 
 
+def _planned_epochs(config: Path) -> int | None:
+    """trainer.max_epochs of the run folder's config.yaml, or None (no such file, unreadable, or no limit)."""
+    import yaml
+
+    try:
+        value = (yaml.safe_load(config.read_text()) or {}).get("trainer", {}).get("max_epochs")
+    except (OSError, ValueError, AttributeError, yaml.YAMLError):
+        return None
+    return value if isinstance(value, int) and value > 0 else None
+
+
 def _epochs_completed(checkpoint: dict[str, Any]) -> int | None:
     """The epoch a Lightning checkpoint resumes at (its fit loop's completed epochs: Lightning's
     ``current_epoch`` after restoring, which it refuses above ``max_epochs``), if it says."""
@@ -312,6 +323,14 @@ class CdflowCLI(LightningCLI):
         if self.subcommand == "fit":
             done = _epochs_completed(checkpoint)
             max_epochs = self._get(self.config_init, "trainer", default={}).get("max_epochs")
+            trainer_cfg = self._get(self.config_init, "trainer", default={})
+            if max_epochs is None and trainer_cfg.get("max_steps") in (None, -1) and not trainer_cfg.get("max_time"):
+                beside = Path(path).resolve().parent.parent / "config.yaml"
+                planned = _planned_epochs(beside)
+                if planned is not None:
+                    raise ConfigError(f"--ckpt_path {path} resumes a run planned for {planned} epochs ({beside}), but "
+                                      f"no --trainer.max_epochs is given: Lightning would train on to its default of "
+                                      f"1000 epochs. Give --trainer.max_epochs N, or --config {beside}")
             if done is not None and max_epochs not in (None, -1) and done > max_epochs:
                 raise ConfigError(f"--ckpt_path {path} resumes at epoch {done} (counting from 0), past "
                                   f"--trainer.max_epochs {max_epochs}: raise --trainer.max_epochs to train on from "

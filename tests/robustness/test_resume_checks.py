@@ -65,3 +65,17 @@ def test_settings_a_checkpoint_replaces_are_printed(tmp_path, capsys):
     assert "the checkpoint's model settings replace the given ones" in err
     assert "--model.hidden 32 → 8" in err and "--model.lr 0.5 → 0.001" in err
     assert cli.model.hparams["hidden"] == 8  # the checkpoint's model, as printed
+
+
+def test_a_resume_without_an_epoch_limit_is_refused_not_run_to_lightnings_default(tmp_path, capsys):
+    root = tmp_path / "runs"
+    table = _table(tmp_path / "wine.csv", ("red", "white"))
+    _fit(root, table, "--trainer.max_epochs", "1", "--model.hidden", "8")
+    ckpt = root / "checkpoints" / "last.ckpt"
+    assert ckpt.is_file()
+    with pytest.raises(SystemExit) as info:
+        _fit(root, table, "--model.hidden", "8", "--ckpt_path", str(ckpt))
+    err = capsys.readouterr().err
+    assert info.value.code == 2 and "planned for 1 epochs" in err and "no --trainer.max_epochs is given" in err
+    assert f"--config {root / 'config.yaml'}" in err and "1000 epochs" in err and "Traceback" not in err
+    assert not (root / "version_1").exists()  # refused before a run folder was claimed
