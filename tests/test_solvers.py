@@ -42,7 +42,7 @@ def test_sde_registry_reads_torchsde_declarations():
         ({"t1": 0.0}, "t1 (the depth T) must be > 0"),
         ({"t1": -1.0}, "t1 (the depth T) must be > 0"),
         ({"step_size": -0.1, "method": "rk4"}, "step_size must be > 0"),
-        ({"adjoint": "checkpoint"}, "adjoint must be 'none' or 'backsolve'"),
+        ({"adjoint": "revolve"}, "adjoint must be 'none', 'backsolve' or 'checkpoint'"),
         ({"adjoint": "backsolve", "adjoint_method": "nope"}, "unknown adjoint_method 'nope'"),
         ({"adjoint": "backsolve", "adjoint_method": "rk4"}, "adjoint_method 'rk4' is fixed-step"),
         ({"seminorm": True}, "seminorm applies to the adjoint solve"),
