@@ -28,9 +28,12 @@ it is in the discretised map; measured at 1e-8 relative at rtol 1e-3 (and 0 when
 Checkpoints (uniform, not binomial): with ``checkpoints=K`` a fixed-step solve of N steps keeps every
 ⌈N/K⌉-th state; an adaptive solve, whose N is unknown until it ends, keeps every stride-th state and doubles the
 stride, dropping every other kept state, whenever more than K are kept, so segments are a power of two of steps,
-< 2N/K. ``checkpoints=None`` keeps about √N states of about √N steps (the stride doubles when the states kept
-exceed twice the stride). Memory: K states + one segment's graph (N/K steps of stages), against backprop's
-graph of N steps; the step times are O(N) scalars. Cost: one more forward solve than backprop (the replay).
+< 2N/K. ``checkpoints=None`` balances the two memories: a checkpoint holds two states (x_k, f_k), a step's graph
+at least e (one state-sized stage per drift evaluation, e evaluations a step), and the uniform schedule of least
+memory keeps about √(N·e) states of about √(N/e) steps; the stride doubles whenever the states kept exceed e
+times the stride (e measured on the forward solve so far). Memory: K states + one segment's graph (N/K steps of
+stages), against backprop's graph of N steps; the step times are O(N) scalars. Cost: one more forward solve
+than backprop (the replay).
 
 Counted into `SolveStats`: ``nfe_forward`` the forward solve's evaluations; ``nfe_backward`` the replay's
 evaluations plus the drift vector–Jacobian products; ``backward_steps`` the replayed steps.
@@ -55,22 +58,29 @@ State = tuple[Tensor, ...]
 
 
 class _Schedule:
-    """Which step starts keep their state: every `stride`-th; past `limit` kept states (``None``: twice the
-    stride), the stride doubles and the states off the new stride are dropped. Step 0 (the input) is implicit."""
+    """Which step starts keep their state: every `stride`-th. Past `limit` kept states the stride doubles and the
+    states off the new stride are dropped, so a solve of unknown length keeps at most `limit`. Step 0 (the input)
+    is implicit. Without a limit, the limit is e·stride for e the drift evaluations per step so far (at least 2):
+    that keeps about √(N·e) states of about √(N/e) steps, the uniform schedule of least memory when a checkpoint
+    costs two states (x, f) and a step's graph at least e (one state-sized stage per evaluation)."""
 
-    def __init__(self, limit: int | None, stride: int) -> None:
+    def __init__(self, limit: int | None, stride: int, evals_per_step: Callable[[], float]) -> None:
         self.limit = limit
         self.stride = max(1, stride)
+        self.evals_per_step = evals_per_step
         self.kept: dict[int, State] = {}
         self.live: dict[int, bool] = {}  # per kept state: whether its last entry (the time) carries a derivative
 
     def wants(self, k: int) -> bool:
         return k > 0 and k % self.stride == 0
 
+    def _limit(self) -> float:
+        return self.limit if self.limit is not None else max(2.0, self.evals_per_step()) * self.stride
+
     def keep(self, k: int, state: State, live_time: bool = False) -> None:
         self.kept[k] = state
         self.live[k] = live_time
-        while 1 + len(self.kept) > (self.limit if self.limit is not None else 2 * self.stride):
+        while 1 + len(self.kept) > self._limit():
             self.stride *= 2
             self.kept = {i: s for i, s in self.kept.items() if i % self.stride == 0}
 
@@ -87,10 +97,13 @@ class _Replayable:
         self.func = func
         self.stats = stats
         self.replaying = False
+        self.calls = 0  # evaluations of the forward solve
 
     def __call__(self, t: Tensor, x: Tensor) -> Tensor:
         if self.replaying:
             self.stats.nfe_backward += 1
+        else:
+            self.calls += 1
         return self.func(t, x)
 
     def __getattr__(self, name: str):  # noqa: ANN204 — torchdiffeq's callback_* attributes
@@ -126,17 +139,20 @@ class CheckpointedSolve:
         solver = SOLVERS[method](func=pfunc, y0=y0, rtol=rtol, atol=atol, **options)
         self.solver, self.pfunc = solver, pfunc
         self.adaptive = isinstance(solver, RKAdaptiveStepsizeODESolver)
+        def evals_per_step() -> float:
+            return self.func.calls / max(1, len(self.steps))
+
         if self.adaptive:
             self._step = self._rk_step
-            self.schedule = _Schedule(self.checkpoints, 1)
+            self.schedule = _Schedule(self.checkpoints, 1, evals_per_step)
             self._hook_adaptive(solver, pfunc)
             self.t_out = t.to(solver.dtype)  # the times as the adaptive solver compares and interpolates them
         else:
             assert getattr(solver, "interp", "linear") == "linear", "cdflow's fixed-grid solves interpolate linearly"
             self._step = self._grid_step
             n = len(solver.grid_constructor(pfunc, y0, t)) - 1
-            k = self.checkpoints if self.checkpoints is not None else math.ceil(math.sqrt(n))
-            self.schedule = _Schedule(self.checkpoints, math.ceil(n / k))
+            stride = math.ceil(n / self.checkpoints) if self.checkpoints is not None else 1
+            self.schedule = _Schedule(self.checkpoints, stride, evals_per_step)
             self._hook_fixed(solver)
             self.t_out = t
         ys = solver.integrate(t)
@@ -319,7 +335,8 @@ def checkpointed_odeint(func: Callable[[Tensor, Tensor], Tensor], x0: Tensor, t:
     """torchdiffeq's ``odeint(func, x0, t, …)`` (same values), differentiated by the checkpointed adjoint.
 
     `func` is the drift as torchdiffeq should see it (with its step callbacks), `params` the tensors gradients
-    flow to besides `x0` (the drift's parameters), `checkpoints` the number of checkpoints (``None``: about √N),
+    flow to besides `x0` (the drift's parameters), `checkpoints` the number of checkpoints (``None``: about
+    √(N·e), e the evaluations per step),
     `method` a one-step method (see `cdflow.solvers.ODEMethod.one_step`). Without anything to differentiate
     (no grad mode, or neither `x0` nor `params` requiring grad) it is torchdiffeq's ``odeint`` itself.
     """

@@ -149,8 +149,8 @@ class SolverSpec:
             methods only, see `cdflow.checkpoint_adjoint`).
         checkpoints: ``adjoint='checkpoint'`` only: at most this many checkpoints (the input is the first), each
             segment ⌈steps/checkpoints⌉ steps (fixed-step methods) or a power of two of steps (adaptive methods,
-            whose step count is unknown until the end); ``None`` keeps about √steps checkpoints of about √steps
-            steps each.
+            whose step count is unknown until the end); ``None`` keeps about √(steps·e) checkpoints of about
+            √(steps/e) steps each, e the drift evaluations per step (the least memory of a uniform schedule).
         adjoint_method, adjoint_rtol, adjoint_atol: the backward solve's method and tolerances
             (default: the forward ones; ``adjoint='backsolve'`` only).
         seminorm: measure the adjoint's error only on the state and adjoint state, not on the parameter
