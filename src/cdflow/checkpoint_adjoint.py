@@ -35,6 +35,10 @@ times the stride (e measured on the forward solve so far). Memory: K states + on
 stages), against backprop's graph of N steps; the step times are O(N) scalars. Cost: one more forward solve
 than backprop (the replay).
 
+Mixed precision: the replay runs under the forward's autocast state, so it recomputes the same low-precision
+stages; the parameters' gradients are then summed per segment and across segments in their own dtype, where
+backprop sums the low-precision products of all steps at once: the two agree to the low precision's roundoff.
+
 Counted into `SolveStats`: ``nfe_forward`` the forward solve's evaluations; ``nfe_backward`` the replay's
 evaluations plus the drift vector–Jacobian products; ``backward_steps`` the replayed steps.
 
@@ -139,6 +143,10 @@ class CheckpointedSolve:
         solver = SOLVERS[method](func=pfunc, y0=y0, rtol=rtol, atol=atol, **options)
         self.solver, self.pfunc = solver, pfunc
         self.adaptive = isinstance(solver, RKAdaptiveStepsizeODESolver)
+        device = x0.device.type
+        # the replay computes as the forward did: under the same autocast (mixed precision), if any
+        self.autocast = (device, torch.is_autocast_enabled(device), torch.get_autocast_dtype(device))
+
         def evals_per_step() -> float:
             return self.func.calls / max(1, len(self.steps))
 
@@ -288,7 +296,8 @@ class CheckpointedSolve:
                 live = [True] * len(states[i])
                 if self.adaptive and i > 0:
                     live[-1] = self.schedule.live[starts[i]]  # the time: a leaf only where it has a derivative
-                with torch.enable_grad():
+                device, enabled, dtype = self.autocast
+                with torch.enable_grad(), torch.autocast(device, dtype=dtype, enabled=enabled):
                     leaves = tuple(s.detach().requires_grad_(d) for s, d in zip(states[i], live))
                     end, outs = self._replay(bounds[i], bounds[i + 1], leaves)
                     pairs = [(e, g) for e, g in zip(end, adj) if g is not None]
