@@ -334,6 +334,12 @@ def test_refused_combinations(method, sde_type, noise_type, adjoint, adjoint_met
         solve_sde(Linear(-1.0), NoiseDiffusion(noise_type, 0.1), x0, spec, levy_area=levy)
 
 
+def test_checkpoint_adjoint_is_refused():
+    spec = SolverSpec(method="euler", adjoint="checkpoint")
+    with pytest.raises(ConfigError, match="adjoint='checkpoint' replays the steps of an ODE solve"):
+        check_sde(spec, "diagonal")
+
+
 def test_seminorm_is_refused():
     spec = SolverSpec(method="euler", adjoint="backsolve", seminorm=True)
     with pytest.raises(ConfigError, match="seminorm applies to ODE adjoints only"):

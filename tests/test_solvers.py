@@ -42,10 +42,21 @@ def test_sde_registry_reads_torchsde_declarations():
         ({"t1": 0.0}, "t1 (the depth T) must be > 0"),
         ({"t1": -1.0}, "t1 (the depth T) must be > 0"),
         ({"step_size": -0.1, "method": "rk4"}, "step_size must be > 0"),
-        ({"adjoint": "checkpoint"}, "adjoint must be 'none' or 'backsolve'"),
+        ({"adjoint": "revolve"}, "adjoint must be 'none', 'backsolve' or 'checkpoint'"),
         ({"adjoint": "backsolve", "adjoint_method": "nope"}, "unknown adjoint_method 'nope'"),
         ({"adjoint": "backsolve", "adjoint_method": "rk4"}, "adjoint_method 'rk4' is fixed-step"),
         ({"seminorm": True}, "seminorm applies to the adjoint solve"),
+        ({"adjoint": "checkpoint", "seminorm": True}, "seminorm applies to the adjoint solve of adjoint='backsolve'"),
+        ({"checkpoints": 4}, "checkpoints=4 applies to adjoint='checkpoint'"),
+        ({"adjoint": "backsolve", "checkpoints": 4}, "checkpoints=4 applies to adjoint='checkpoint'"),
+        ({"adjoint": "checkpoint", "checkpoints": 0}, "checkpoints must be an integer ≥ 1"),
+        ({"adjoint": "checkpoint", "checkpoints": 2.5}, "checkpoints must be an integer ≥ 1"),
+        ({"adjoint": "checkpoint", "adjoint_method": "rk4"}, "adjoint_method applies to the backward solve of"),
+        ({"adjoint": "checkpoint", "adjoint_rtol": 1e-6}, "adjoint_rtol applies to the backward solve of"),
+        ({"adjoint": "checkpoint", "method": "explicit_adams", "step_size": 0.1},
+         "'explicit_adams' is a multistep method"),
+        ({"adjoint": "checkpoint", "method": "implicit_adams", "step_size": 0.1},
+         "'implicit_adams' is a multistep method"),
         ({"max_steps": 0}, "max_steps must be ≥ 1"),
         ({"method": "rk4", "step_size": 0.01, "max_steps": 10}, "takes 100 steps"),
         ({"sde_type": "ito2"}, "sde_type must be 'ito' or 'stratonovich'"),
@@ -73,6 +84,14 @@ def test_good_specs_construct():
     SolverSpec()
     SolverSpec(method="rk4", step_size=0.1, adjoint="backsolve", seminorm=True)
     SolverSpec(method="dopri5", adjoint="backsolve", adjoint_method="rk4", step_size=0.05)
+    SolverSpec(method="dopri5", adjoint="checkpoint")
+    SolverSpec(method="rk4", step_size=0.1, adjoint="checkpoint", checkpoints=3)
+
+
+def test_one_step_methods_are_the_runge_kutta_ones():
+    """The checkpointed adjoint replays steps from a checkpoint: every method but the multistep Adams ones."""
+    table = ode_methods()
+    assert {m for m, info in table.items() if not info.one_step} == {"explicit_adams", "implicit_adams"}
 
 
 # -- options that cannot act on the chosen method are refused, not ignored (issue 13, item 7) -----------

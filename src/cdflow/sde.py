@@ -170,7 +170,8 @@ def check_sde(spec: SolverSpec, noise_type: str, levy_area: str | None = None) -
     Checks: the method is a forward SDE method (not an ODE method, not adjoint_reversible_heun); it supports
     ``spec.sde_type`` and `noise_type`; the Lévy-area approximation is one it accepts; with
     ``adjoint='backsolve'`` the adjoint method (``spec.adjoint_method`` or torchsde's default) is an SDE
-    method of the same SDE type that torchsde can run on this SDE's adjoint; no seminorm (ODE-only).
+    method of the same SDE type that torchsde can run on this SDE's adjoint; no seminorm and no
+    ``adjoint='checkpoint'`` (ODE-only).
     The step is dt = ``spec.step_size`` or, when that is ``None``, t1/100.
     """
     table = sde_methods()
@@ -208,6 +209,11 @@ def check_sde(spec: SolverSpec, noise_type: str, levy_area: str | None = None) -
         )
     if spec.seminorm:
         raise ConfigError("seminorm applies to ODE adjoints only; torchsde's SDE adjoint has no seminorm option")
+    if spec.adjoint == "checkpoint":
+        raise ConfigError(
+            "adjoint='checkpoint' replays the steps of an ODE solve and is not implemented for SDE solves: use "
+            "adjoint='backsolve' (torchsde's stochastic adjoint, O(1) memory) or adjoint='none' (backprop)"
+        )
     if not spec.adaptive:
         changed = [n for n in ("rtol", "atol", "adjoint_rtol", "adjoint_atol")
                    if getattr(spec, n) != SolverSpec.__dataclass_fields__[n].default]

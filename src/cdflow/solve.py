@@ -13,6 +13,7 @@ import torch
 from torch import Tensor, nn
 from torchdiffeq import odeint, odeint_adjoint
 
+from cdflow.checkpoint_adjoint import checkpointed_odeint
 from cdflow.errors import ConfigError, SolverError
 from cdflow.solvers import SolverSpec, ode_method
 from cdflow.stats import SolveStats
@@ -152,8 +153,9 @@ def _time_grid(spec: SolverSpec, ts: Tensor | None, like: Tensor) -> Tensor:
 def solve(drift: nn.Module, x0: Tensor, spec: SolverSpec, ts: Tensor | None = None) -> Solution:
     """Integrate dx/dt = drift(t, x), x(ts[0]) = x0, and return x at `ts` (default [0, spec.t1]).
 
-    Gradients flow by backpropagation through the solver (``spec.adjoint='none'``) or by the adjoint
-    method (``'backsolve'``, optionally with the seminorm). Failures raise `SolverError`.
+    Gradients flow by backpropagation through the solver (``spec.adjoint='none'``), by the adjoint
+    method (``'backsolve'``, optionally with the seminorm) or by backpropagation replayed segment by segment
+    from checkpoints (``'checkpoint'``, see `cdflow.checkpoint_adjoint`). Failures raise `SolverError`.
     """
     info = spec.check_ode()
     t = _time_grid(spec, ts, x0)
@@ -170,10 +172,14 @@ def solve(drift: nn.Module, x0: Tensor, spec: SolverSpec, ts: Tensor | None = No
             options["first_step"] = spec.step_size
     else:
         options = {"step_size": spec.step_size, **info.options}
-    adj_info = ode_method(spec.adjoint_method or spec.method) if spec.adjoint != "none" else None
+    adj_info = ode_method(spec.adjoint_method or spec.method) if spec.adjoint == "backsolve" else None
     func = _Instrumented(drift, stats, spec, info.adaptive, None if adj_info is None else adj_info.adaptive)
     try:
-        if adj_info is None:
+        if spec.adjoint == "checkpoint":
+            ys = checkpointed_odeint(func, x0, t, rtol=spec.rtol, atol=spec.atol, method=spec.method, options=options,
+                                     checkpoints=spec.checkpoints, stats=stats,
+                                     params=tuple(p for p in drift.parameters() if p.requires_grad))
+        elif adj_info is None:
             ys = odeint(func, x0, t, rtol=spec.rtol, atol=spec.atol, method=spec.method, options=options)
         else:
             adj_options = dict(adj_info.options)

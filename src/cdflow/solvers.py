@@ -24,6 +24,10 @@ class ODEMethod:
     adaptive: bool
     solver_cls: type = field(repr=False)
     options: dict = field(default_factory=dict, repr=False)
+    #: a one-step method: a step depends only on the state it starts from (and, for torchdiffeq's Runge–Kutta
+    #: tableaux, the derivative carried from the previous step), so a solve can be replayed from a checkpoint;
+    #: the Adams methods keep a history of past derivatives and are not.
+    one_step: bool = True
 
 
 @dataclass(frozen=True)
@@ -52,15 +56,19 @@ _ODE_OPTIONS = {"explicit_adams": {"max_order": 5}, "implicit_adams": {"max_orde
 @lru_cache(maxsize=1)
 def ode_methods() -> dict[str, ODEMethod]:
     """The ODE methods of the installed torchdiffeq, with their order and adaptivity."""
+    from torchdiffeq._impl.fixed_adams import AdamsBashforthMoulton
     from torchdiffeq._impl.odeint import SOLVERS
-    from torchdiffeq._impl.solvers import AdaptiveStepsizeODESolver
+    from torchdiffeq._impl.rk_common import RKAdaptiveStepsizeODESolver
+    from torchdiffeq._impl.solvers import AdaptiveStepsizeODESolver, FixedGridODESolver
 
     table = {}
     for name, cls in SOLVERS.items():
         if name in _ODE_SKIP or not hasattr(cls, "order"):
             continue
         adaptive = issubclass(cls, AdaptiveStepsizeODESolver)
-        table[name] = ODEMethod(name, int(cls.order), adaptive, cls, dict(_ODE_OPTIONS.get(name, {})))
+        one_step = issubclass(cls, RKAdaptiveStepsizeODESolver) or (
+            issubclass(cls, FixedGridODESolver) and not issubclass(cls, AdamsBashforthMoulton))
+        table[name] = ODEMethod(name, int(cls.order), adaptive, cls, dict(_ODE_OPTIONS.get(name, {})), one_step)
     return table
 
 
@@ -118,7 +126,7 @@ def _default(name: str):  # noqa: ANN202 — a SolverSpec field's default value
     return SolverSpec.__dataclass_fields__[name].default
 
 
-AdjointMode = Literal["none", "backsolve"]
+AdjointMode = Literal["none", "backsolve", "checkpoint"]
 SDEType = Literal["ito", "stratonovich"]
 
 
@@ -134,9 +142,17 @@ class SolverSpec:
             (torchdiffeq's ``first_step``; default: its own estimate); the step dt of SDE solves.
         t1: the depth T > 0.
         adjoint: ``none`` backpropagates through the solver's operations; ``backsolve`` solves the adjoint
-            equation backwards in time (memory O(1) in the number of steps).
+            equation backwards in time (memory O(1) in the number of steps, gradient accurate to the backward
+            solve's tolerance); ``checkpoint`` stores the state at a few checkpoints of the forward solve and
+            backpropagates through one segment at a time, replaying the forward's own steps (the exact gradient of
+            the discretised solve, as backprop's, with memory O(checkpoints + steps/checkpoints); ODE one-step
+            methods only, see `cdflow.checkpoint_adjoint`).
+        checkpoints: ``adjoint='checkpoint'`` only: at most this many checkpoints (the input is the first), each
+            segment ⌈steps/checkpoints⌉ steps (fixed-step methods) or a power of two of steps (adaptive methods,
+            whose step count is unknown until the end); ``None`` keeps about √(steps·e) checkpoints of about
+            √(steps/e) steps each, e the drift evaluations per step (the least memory of a uniform schedule).
         adjoint_method, adjoint_rtol, adjoint_atol: the backward solve's method and tolerances
-            (default: the forward ones).
+            (default: the forward ones; ``adjoint='backsolve'`` only).
         seminorm: measure the adjoint's error only on the state and adjoint state, not on the parameter
             gradients (Kidger, Chen & Lyons 2021): fewer backward steps, same gradients to tolerance.
         max_steps: fail with a SolverError after this many (attempted) steps; ``None`` = unlimited.
@@ -151,6 +167,7 @@ class SolverSpec:
     step_size: float | None = None
     t1: float = 1.0
     adjoint: AdjointMode = "none"
+    checkpoints: int | None = None
     adjoint_method: str | None = None
     adjoint_rtol: float | None = None
     adjoint_atol: float | None = None
@@ -171,8 +188,16 @@ class SolverSpec:
             raise ConfigError(f"t1 (the depth T) must be > 0 and finite, got {self.t1!r}")
         if self.step_size is not None and not (self.step_size > 0 and math.isfinite(self.step_size)):
             raise ConfigError(f"step_size must be > 0, got {self.step_size!r}")
-        if self.adjoint not in ("none", "backsolve"):
-            raise ConfigError(f"adjoint must be 'none' or 'backsolve', got {self.adjoint!r}")
+        if self.adjoint not in ("none", "backsolve", "checkpoint"):
+            raise ConfigError(f"adjoint must be 'none', 'backsolve' or 'checkpoint', got {self.adjoint!r}")
+        if self.checkpoints is not None:
+            if self.adjoint != "checkpoint":
+                raise ConfigError(
+                    f"checkpoints={self.checkpoints} applies to adjoint='checkpoint' (this spec has adjoint="
+                    f"{self.adjoint!r}): set adjoint='checkpoint' or drop checkpoints"
+                )
+            if isinstance(self.checkpoints, bool) or not isinstance(self.checkpoints, int) or self.checkpoints < 1:
+                raise ConfigError(f"checkpoints must be an integer ≥ 1 or None, got {self.checkpoints!r}")
         if self.sde_type not in ("ito", "stratonovich"):
             raise ConfigError(f"sde_type must be 'ito' or 'stratonovich', got {self.sde_type!r}")
         if self.max_steps is not None and self.max_steps < 1:
@@ -181,8 +206,18 @@ class SolverSpec:
             raise ConfigError(
                 f"unknown adjoint_method {self.adjoint_method!r}; valid methods: {', '.join(valid)}"
             )
-        if self.seminorm and self.adjoint == "none":
-            raise ConfigError("seminorm applies to the adjoint solve: set adjoint='backsolve' or seminorm=False")
+        if self.seminorm and self.adjoint != "backsolve":
+            raise ConfigError(
+                f"seminorm applies to the adjoint solve of adjoint='backsolve' (this spec has adjoint="
+                f"{self.adjoint!r}): set adjoint='backsolve' or seminorm=False"
+            )
+        if self.adjoint == "checkpoint":
+            for name in ("adjoint_method", "adjoint_rtol", "adjoint_atol"):
+                if getattr(self, name) is not None:
+                    raise ConfigError(
+                        f"{name} applies to the backward solve of adjoint='backsolve'; adjoint='checkpoint' "
+                        f"replays the forward's own steps and has none: drop {name}"
+                    )
         # ODE-specific requirements are checked here when the method is ODE-only; shared names
         # (euler, midpoint) are checked again by the solve that uses them.
         if self.method in ode_methods() and self.method not in sde_methods():
@@ -209,7 +244,14 @@ class SolverSpec:
             for name in ("adjoint_method", "adjoint_rtol", "adjoint_atol"):
                 if getattr(self, name) is not None:
                     raise ConfigError(f"{name} applies to the adjoint solve: set adjoint='backsolve' or drop {name}")
-        adjoint_adapts = self.adjoint != "none" and ode_method(self.adjoint_method or self.method).adaptive
+        if self.adjoint == "checkpoint" and not info.one_step:
+            one_step = ", ".join(sorted(n for n, m in ode_methods().items() if m.one_step))
+            raise ConfigError(
+                f"adjoint='checkpoint' replays the solve from checkpoints, which needs a one-step method; "
+                f"{self.method!r} is a multistep method (it carries a history of past derivatives): use "
+                f"adjoint='backsolve' or 'none', or one of {one_step}"
+            )
+        adjoint_adapts = self.adjoint == "backsolve" and ode_method(self.adjoint_method or self.method).adaptive
         if not info.adaptive and not adjoint_adapts:
             changed = [f"{n}={getattr(self, n)}" for n in ("rtol", "atol") if getattr(self, n) != _default(n)]
             if changed:
@@ -223,7 +265,7 @@ class SolverSpec:
                 f"method {self.method!r} is fixed-step: set step_size (e.g. step_size={self.t1 / 10:g}) "
                 "or choose an adaptive method (dopri5, bosh3, …)"
             )
-        if self.adjoint != "none":
+        if self.adjoint == "backsolve":
             adj = ode_method(self.adjoint_method or self.method)
             if not adj.adaptive and self.step_size is None:
                 raise ConfigError(

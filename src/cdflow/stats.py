@@ -11,11 +11,12 @@ class SolveStats:
 
     nfe_forward: drift evaluations of the forward solve.
     nfe_backward: drift vector–Jacobian products of the backward pass (filled in during
-        ``loss.backward()``): one per drift evaluation backpropagated through (adjoint ``none``), or
-        one per augmented-dynamics evaluation of the adjoint solve (adjoint ``backsolve``).
+        ``loss.backward()``): one per drift evaluation backpropagated through (adjoint ``none``),
+        one per augmented-dynamics evaluation of the adjoint solve (adjoint ``backsolve``), or one per
+        replayed evaluation plus one per vjp (adjoint ``checkpoint``).
     steps: attempted steps of the forward solve; steps_accepted / steps_rejected where the
         method adapts its step (``None`` for fixed-step methods, where every step is accepted).
-    backward_steps*: the same for the adjoint solve.
+    backward_steps*: the same for the adjoint solve (adjoint ``checkpoint``: the replayed steps).
     """
 
     method: str

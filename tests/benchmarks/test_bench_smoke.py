@@ -81,6 +81,10 @@ def test_quick_bench_produces_well_formed_results(tmp_path):
     adj = {r["case"]: r["value"] for r in by_bench["adjoint_memory"] if r["metric"].startswith("peak memory")}
     assert all(math.isfinite(v) and v > 0 for v in adj.values()), adj
     assert adj["backprop B=256 T=16"] > adj["backprop B=256 T=1"], adj
+    # the checkpointed adjoint is backprop's gradient; backsolve's reverse solve fails on the decaying channel
+    grad = {r["case"]: r["value"] for r in by_bench["adjoint_memory"] if r["metric"] == "gradient error"}
+    assert len(grad) == 6 and all(v <= 1e-12 for c, v in grad.items() if c.startswith("checkpoint")), grad
+    assert grad["backsolve vs backprop, decaying channel λT=20"] > 1, grad
 
     # comparisons do the same work on both sides
     assert all(r["extra"]["same_nfe"] and r["extra"]["same_output"] for r in by_bench["overhead"])
