@@ -149,7 +149,9 @@ def render(rec: dict[str, Any], provenance: Callable[..., list[str]]) -> str:
                    else "")) if reduced else f"the config's {m['config_epochs']} epochs"
         lines += _comparison(rec, "mnist", "MNIST ODE-Net (experiments/configs/mnist.yaml with dopri5 rtol 1e-3)",
                              f"Both arms with the adaptive dopri5 (rtol 1e-3, atol 1e-4) instead of the config's "
-                             f"fixed-step rk4, {size}; λ = {m['lambda']:g} as chosen on digits (not tuned on MNIST).")
+                             f"fixed-step rk4, {size}; λ = {m['lambda']:g} "
+                             + ("as chosen on digits" if m.get("lambda_from", "digits") == "digits"
+                                else "set by --mnist-lambda") + " (not tuned on MNIST).")
     else:
         lines += ["## MNIST ODE-Net", "", "Not run in this record (`--mnist` runs it).", ""]
     return "\n".join(lines)
