@@ -150,7 +150,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     rec = {
         "mode": mode, "grid": grid, "seeds": seeds, "val_margin": args.val_margin, "chosen_lambda": chosen,
         "mnist": mnist_settings,
-        "command": "python -m experiments.rnode.run " + " ".join(argv if argv is not None else sys.argv[1:]),
+        "command": " ".join(["python -m experiments.rnode.run", *(argv if argv is not None else sys.argv[1:])]),
         "wall_seconds": time.perf_counter() - started, "machine": machine,
         "loadavg_end": [round(v, 2) for v in os.getloadavg()],
         "env": {k: os.environ.get(k, "") for k in ("OMP_NUM_THREADS", "OMP_WAIT_POLICY")},

@@ -41,7 +41,7 @@ def _classifier(reg: RegularizationSpec | None = None, **kwargs) -> ContinuousDe
     return ContinuousDepthClassifier(2, (2,), **opts)
 
 
-@pytest.mark.filterwarnings("ignore:You are trying to `self.log\(\)`")
+@pytest.mark.filterwarnings(r"ignore:You are trying to `self.log\(\)`")
 def test_training_loss_is_classification_loss_plus_the_weighted_integrals():
     batch = _toy_batch()
     plain = _classifier()
