@@ -20,7 +20,7 @@ export WANDB_MODE ?= $(if $(WANDB_API_KEY),online,offline)
 export WANDB_SILENT := true
 
 .PHONY: help install test test-all lint train bench reproduce-graph reproduce-covid reproduce-toys \
-        reproduce-images reproduce-mnist reproduce-robustness clean docs docs-serve
+        reproduce-images reproduce-mnist reproduce-rnode reproduce-robustness clean docs docs-serve
 
 help:  ## list targets
 	@grep -E '^[a-zA-Z_-]+:.*##' $(MAKEFILE_LIST) | awk -F ':.*## ' '{printf "  %-22s %s\n", $$1, $$2}'
@@ -73,6 +73,9 @@ reproduce-images: install  ## semi-supervised digits and MNIST, 1/5/10 labels pe
 
 reproduce-mnist: install  ## the MNIST ODE-Net of experiments/configs/mnist.yaml → experiments/results/mnist.{json,md} (~30 min on 2 cores)
 	$(BIN)/python -m experiments.mnist.run
+
+reproduce-rnode: install  ## RNODE vs none on digits, λ chosen on validation → experiments/results/rnode.{json,md} (~50 min on 2 shared cores; MNIST=1 adds the ODE-Net)
+	$(BIN)/python -m experiments.rnode.run $(if $(MNIST),--mnist)
 
 reproduce-robustness: install  ## MNIST neural ODE vs Feynman–Kac SDE under noise and PGD (FULL=1: whole test set)
 	$(BIN)/python -m experiments.robustness.run $(if $(FULL),--full)

@@ -5,6 +5,7 @@
 
 from cdflow.errors import CdflowError, ConfigError, DataError, SolverError
 from cdflow.noise import NoiseDiffusion
+from cdflow.regularization import RegularizationSpec, RegularizationValues, regularized_solve
 from cdflow.sde import StochasticDepth, feynman_kac, solve_sde
 from cdflow.solve import ContinuousDepth, Solution, solve
 from cdflow.solvers import SolverSpec, all_method_names, ode_methods, sde_methods
@@ -15,6 +16,7 @@ from cdflow.velocity import ConvVelocity, MLPVelocity
 __all__ = [
     "CdflowError", "ConfigError", "DataError", "SolverError",
     "ContinuousDepth", "Solution", "solve",
+    "RegularizationSpec", "RegularizationValues", "regularized_solve",
     "SolverSpec", "all_method_names", "ode_methods", "sde_methods",
     "SolveStats",
     "Convection", "Drift", "GraphDiffusion", "Term",

@@ -6,8 +6,9 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import torch
 from torch import Tensor, nn
@@ -18,6 +19,9 @@ from cdflow.errors import ConfigError, SolverError
 from cdflow.solvers import SolverSpec, ode_method
 from cdflow.stats import SolveStats
 from cdflow.terms import Convection, Drift
+
+if TYPE_CHECKING:
+    from cdflow.regularization import RegularizationSpec, RegularizationValues
 
 
 @dataclass
@@ -150,12 +154,15 @@ def _time_grid(spec: SolverSpec, ts: Tensor | None, like: Tensor) -> Tensor:
     return ts
 
 
-def solve(drift: nn.Module, x0: Tensor, spec: SolverSpec, ts: Tensor | None = None) -> Solution:
+def solve(drift: nn.Module, x0: Tensor, spec: SolverSpec, ts: Tensor | None = None,
+          state_norm: Callable[[Tensor], Tensor] | None = None) -> Solution:
     """Integrate dx/dt = drift(t, x), x(ts[0]) = x0, and return x at `ts` (default [0, spec.t1]).
 
     Gradients flow by backpropagation through the solver (``spec.adjoint='none'``), by the adjoint
     method (``'backsolve'``, optionally with the seminorm) or by backpropagation replayed segment by segment
-    from checkpoints (``'checkpoint'``, see `cdflow.checkpoint_adjoint`). Failures raise `SolverError`.
+    from checkpoints (``'checkpoint'``, see `cdflow.checkpoint_adjoint`). `state_norm` replaces torchdiffeq's
+    RMS error norm of the state (forward and adjoint; e.g. to leave augmented states out of step-size control).
+    Failures raise `SolverError`.
     """
     info = spec.check_ode()
     t = _time_grid(spec, ts, x0)
@@ -172,6 +179,8 @@ def solve(drift: nn.Module, x0: Tensor, spec: SolverSpec, ts: Tensor | None = No
             options["first_step"] = spec.step_size
     else:
         options = {"step_size": spec.step_size, **info.options}
+    if state_norm is not None:
+        options["norm"] = state_norm
     adj_info = ode_method(spec.adjoint_method or spec.method) if spec.adjoint == "backsolve" else None
     func = _Instrumented(drift, stats, spec, info.adaptive, None if adj_info is None else adj_info.adaptive)
     try:
@@ -262,18 +271,29 @@ class ContinuousDepth(nn.Module):
     """x(0) ↦ x(T): a residual network in the limit of infinite depth, dx/dt = Σ terms(t, x).
 
     After each call, `self.stats` holds the `SolveStats` of that call (a fresh object per call; its
-    backward counts fill in during ``loss.backward()``).
+    backward counts fill in during ``loss.backward()``). With an active `regularization` (RNODE, see
+    `cdflow.regularization`), a call in training mode also integrates the kinetic energy and Jacobian norm and
+    leaves them, with their penalty, in `self.regularization_values` (``None`` after an evaluation-mode call,
+    which solves for x alone).
     """
 
-    def __init__(self, terms: nn.Module | Iterable[nn.Module], solver: SolverSpec | None = None) -> None:
+    def __init__(self, terms: nn.Module | Iterable[nn.Module], solver: SolverSpec | None = None,
+                 regularization: RegularizationSpec | None = None) -> None:
         super().__init__()
         self.drift = terms if isinstance(terms, Drift) else Drift(terms)
         self.solver = solver if solver is not None else SolverSpec()
         self.solver.check_ode()
+        self.regularization = regularization
         self.stats: SolveStats | None = None
+        self.regularization_values: RegularizationValues | None = None
 
     def forward(self, x: Tensor, ts: Tensor | None = None) -> Tensor:
         """x(T), or the trajectory x(ts) stacked on a new first axis when `ts` is given."""
-        sol = solve(self.drift, x, self.solver, ts)
+        if self.training and self.regularization is not None and self.regularization.active:
+            from cdflow.regularization import regularized_solve  # it builds on solve: imported here, not above
+
+            sol, self.regularization_values = regularized_solve(self.drift, x, self.solver, self.regularization, ts)
+        else:
+            sol, self.regularization_values = solve(self.drift, x, self.solver, ts), None
         self.stats = sol.stats
         return sol.ys if ts is not None else sol.ys[-1]

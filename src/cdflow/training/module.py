@@ -30,6 +30,8 @@ from cdflow.models.diffusion_spec import DiffusionSpec
 from cdflow.models.graph_source import GraphSpec
 from cdflow.models.layers import member_mean
 from cdflow.models.members import Members
+from cdflow.regularization import RegularizationSpec, clear_regularization, collect_regularization
+from cdflow.solve import ContinuousDepth
 from cdflow.solvers import SolverSpec, ode_method, ode_methods
 from cdflow.sparse import SparseMatrix
 from cdflow.training.distributed import fold_rank
@@ -147,7 +149,10 @@ class ContinuousDepthClassifier(L.LightningModule):
 
     Logged: ``{train,val,test}/loss`` and ``/acc``; after every training step ``train/nfe_forward``,
     ``train/steps`` (and ``train/steps_rejected`` for adaptive methods), and after its backward pass
-    ``train/nfe_backward``, summed over all blocks exposing ``.stats``; ``val/nfe_forward`` and
+    ``train/nfe_backward``, summed over all blocks exposing ``.stats``; with RNODE regularisation also
+    ``train/reg_kinetic`` and / or ``train/reg_jacobian`` (the batch means of the integrals) and ``train/reg_loss``
+    (their λ-weighted sum, added to ``train/loss`` for the update: ``train/loss`` itself stays the classification
+    loss, comparable between runs with and without the penalty); ``val/nfe_forward`` and
     ``test/nfe_forward`` per epoch; ``time/epoch_s``, the wall time of every epoch; for networks exposing
     ``.diffusion_stats`` (COIN, Diff-ResNet) also
     ``{stage}/laplacian_products`` and ``train/laplacian_products_backward``; with ``on_failure='skip'``
@@ -175,6 +180,11 @@ class ContinuousDepthClassifier(L.LightningModule):
             γ, steps, noise ς and Monte Carlo samples (see `cdflow.models.DiffusionSpec`); with a kind other
             than ``none`` the network is a `ConvectionDiffusionNet` on vector states.
         graph: where the Laplacian comes from (``--model.graph.source knn|edges``, k, Laplacian kind).
+        regularization: RNODE (Finlay et al. 2020): ``--model.regularization.kinetic λ_k`` and
+            ``--model.regularization.jacobian λ_j`` add λ_k ∫‖v‖² dt + λ_j ∫‖∂v/∂x‖²_F dt (batch means) to the
+            training loss, integrated as augmented states of every `ContinuousDepth` block during training only
+            (validation, test and prediction solve for the state alone). Refused for networks without such a
+            block (``network cdnet``, diffusion kinds other than ``none``, COIN, Diff-ResNet).
         seed: seed of the SDE's Brownian paths; under DDP each rank r > 0 draws from its own stream derived
             from (seed, r) (see :func:`cdflow.training.distributed.fold_rank`), set in :meth:`setup`.
         on_failure: ``stop`` (raise `TrainingDiverged` naming epoch, batch and solver statistics) or ``skip``
@@ -217,6 +227,7 @@ class ContinuousDepthClassifier(L.LightningModule):
         label_smoothing: float = 0.0,
         diffusion: DiffusionSpec = DiffusionSpec(),  # noqa: B008 — config value, copied below
         graph: GraphSpec = GraphSpec(),  # noqa: B008 — config value, copied below
+        regularization: RegularizationSpec = RegularizationSpec(),  # noqa: B008 — config value, copied below
         seed: int = 0,
         on_failure: FailureMode = "stop",
         max_consecutive_skips: int = 20,
@@ -229,10 +240,13 @@ class ContinuousDepthClassifier(L.LightningModule):
         spec = SolverSpec(**solver) if isinstance(solver, dict) else dataclasses.replace(solver)
         diff_spec = DiffusionSpec(**diffusion) if isinstance(diffusion, dict) else dataclasses.replace(diffusion)
         graph_spec = GraphSpec(**graph) if isinstance(graph, dict) else dataclasses.replace(graph)
+        reg_spec = (RegularizationSpec(**regularization) if isinstance(regularization, dict)
+                    else dataclasses.replace(regularization))
         # Plain values in the hyper-parameters, so that checkpoints load with torch.load(weights_only=True).
         solver = dataclasses.asdict(spec)  # noqa: F841 — read by save_hyperparameters from this frame
         diffusion = dataclasses.asdict(diff_spec)  # noqa: F841 — read by save_hyperparameters
         graph = dataclasses.asdict(graph_spec)  # noqa: F841 — read by save_hyperparameters
+        regularization = dataclasses.asdict(reg_spec)  # noqa: F841 — read by save_hyperparameters
         with warnings.catch_warnings():
             warnings.filterwarnings("ignore", message=".*is an instance of `nn.Module`.*")
             self.save_hyperparameters()
@@ -267,6 +281,8 @@ class ContinuousDepthClassifier(L.LightningModule):
         self.members = members
         self.validate_on_train_forward = validate_on_train_forward
         self.net = with_members(model if model is not None else self.build_model(), members, seed)
+        self.regularization = reg_spec
+        self._apply_regularization(reg_spec)
         params = inspect.signature(self.net.forward).parameters
         if isinstance(self.net, Members):
             params = inspect.signature(self.net.models[0].forward).parameters
@@ -308,6 +324,21 @@ class ContinuousDepthClassifier(L.LightningModule):
                 graph=self.graph, dropout=cfg["dropout"], seed=self.seed,
             )
         return build_classifier(self.input_shape, self.num_classes, self.solver, **self.net_config)
+
+    def _apply_regularization(self, spec: RegularizationSpec) -> None:
+        """Give every `ContinuousDepth` block of the network the RNODE penalty (a no-op when it is off)."""
+        if not spec.active:
+            return
+        blocks = [m for m in self.net.modules() if isinstance(m, ContinuousDepth)]
+        if not blocks:
+            raise ConfigError(
+                f"--model.regularization (kinetic={spec.kinetic}, jacobian={spec.jacobian}) integrates the penalty "
+                f"in ContinuousDepth blocks, and this network ({type(self.net).__name__}) has none: its solves are "
+                "graph diffusion, SDE noise or split integrators, where the penalty is not implemented. Use the "
+                "default network (--model.network default --model.diffusion.kind none) or drop the flag"
+            )
+        for block in blocks:
+            block.regularization = spec
 
     def setup(self, stage: str) -> None:
         """Give this rank its own noise seed (rank 0 keeps ``seed``; see `fold_rank`); refuse float16 for
@@ -378,6 +409,8 @@ class ContinuousDepthClassifier(L.LightningModule):
         running = self.member_running
         if hasattr(self.net, "active"):  # members that stopped early cost nothing
             self.net.active = None if running is None else running.nonzero().flatten().tolist()
+        reg = None
+        clear_regularization(self.net)  # blocks that do not run in this step leave no stale penalty
         try:
             if self.validate_on_train_forward:
                 logits, y = self._train_and_val(batch)
@@ -387,7 +420,8 @@ class ContinuousDepthClassifier(L.LightningModule):
             if running is not None:
                 losses = torch.where(running.to(losses.device), losses, torch.zeros_like(losses))
             loss = losses.sum()
-            failure = loss_failure(loss)
+            reg = collect_regularization(self.net)
+            failure = loss_failure(loss if reg is None else loss + reg.penalty)
         except SolverError as err:
             failure = f"the solve failed ({type(err).__name__}: {err})"
         if self._world_size() > 1 and self.trainer.strategy.reduce_boolean_decision(failure is not None, all=False):
@@ -409,7 +443,12 @@ class ContinuousDepthClassifier(L.LightningModule):
         if running is not None and logits.ndim == 3:
             self.log("train/members_running", float(running.sum()), on_step=False, on_epoch=True, batch_size=1)
         self._log_forward_stats("train", on_step=True)
-        return loss
+        if reg is None:
+            return loss
+        for name, value in (("reg_kinetic", reg.kinetic), ("reg_jacobian", reg.jacobian), ("reg_loss", reg.penalty)):
+            if value is not None:
+                self.log(f"train/{name}", value.detach(), on_step=True, on_epoch=False, batch_size=1)
+        return loss + reg.penalty
 
     def _check_sizes(self, net: nn.Module) -> None:
         """A ready network built for other data (e.g. after ``--data.name citeseer`` on a Cora config) is refused

@@ -1,0 +1,1 @@
+"""RNODE against no regularisation (digits, MNIST ODE-Net), reproduced by `make reproduce-rnode`."""

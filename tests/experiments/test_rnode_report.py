@@ -1,0 +1,76 @@
+"""The RNODE report renders from a hand-built record (no training): λ is chosen on validation accuracy alone, and
+every figure and verdict follows the record."""
+
+from __future__ import annotations
+
+import copy
+
+import pytest
+from smoke_runner import experiments_module
+
+MACHINE = {"cpu": "test cpu", "cores": 2, "torch_threads": 1, "torch": "2.x", "python": "3.x",
+           "loadavg": [0.0, 0.0, 0.0]}
+
+
+def _run(dataset: str, lam: float, seed: int, val: float, test: float, nfe: float) -> dict:
+    return {"dataset": dataset, "lambda": lam, "seed": seed, "command": "cdflow fit ...", "best_val_acc": val,
+            "final_val_nfe_forward": nfe, "test_acc": test, "test_loss": 0.1, "test_nfe_forward": nfe,
+            "fit_seconds": 100.0, "train_nfe_forward_last_epoch": nfe, "reg_kinetic_last_epoch": None if lam == 0
+            else 2.0, "reg_jacobian_last_epoch": None if lam == 0 else 3.0, "epochs": []}
+
+
+def _record(mnist: bool = False) -> dict:
+    runs = [_run("digits", 0.0, 0, 0.960, 0.970, 26.0), _run("digits", 0.01, 0, 0.958, 0.990, 20.0),
+            _run("digits", 0.1, 0, 0.950, 0.999, 8.0),  # best test and NFE, but 1 validation point lower
+            _run("digits", 0.0, 1, 0.965, 0.980, 26.0), _run("digits", 0.01, 1, 0.962, 0.972, 14.0)]
+    rec = {"mode": "reduced", "grid": [0.01, 0.1], "seeds": [0, 1], "val_margin": 0.5, "chosen_lambda": None,
+           "mnist": None, "command": "python -m experiments.rnode.run", "wall_seconds": 600.0, "machine": MACHINE,
+           "loadavg_end": [0.0, 0.0, 0.0], "env": {}, "runs": runs}
+    run = experiments_module("rnode.run")
+    rec["chosen_lambda"] = run.choose_lambda(runs, rec["val_margin"])
+    if mnist:
+        rec["mnist"] = {"epochs": 1, "limit_train_batches": None, "config_epochs": 5, "lambda": 0.01}
+        rec["runs"] += [_run("mnist", 0.0, 0, 0.98, 0.985, 32.0), _run("mnist", 0.01, 0, 0.98, 0.984, 20.0)]
+    return rec
+
+
+def test_lambda_is_chosen_on_validation_accuracy_only():
+    rec = _record()
+    assert rec["chosen_lambda"] == 0.01  # 0.1 has the best test accuracy and NFE but costs 1 validation point
+    run = experiments_module("rnode.run")
+    wider = copy.deepcopy(rec["runs"])
+    assert run.choose_lambda(wider, 1.0) == 0.1
+    wider[1]["best_val_acc"] = 0.90
+    assert run.choose_lambda(wider, 0.5) is None
+
+
+def test_report_states_the_record():
+    report = experiments_module("rnode.report")
+    rec = _record()
+    md = report.render(rec, experiments_module("common").provenance)
+    assert "Chosen: λ = 0.01." in md and "(95.50%)" in md  # 96.0 − 0.5
+    # digits: none 26, 26 → 26; RNODE 20, 14 → 17: 26 / 17 = 1.53×; accuracy (0.99+0.972)/2 − 0.975 = +0.60
+    assert "1.53× (training, last epoch)" in md and "+0.60 points" in md and "**met**" in md
+    assert "| none | 97.50 ± 0.71 |" in md
+    assert "## MNIST ODE-Net\n\nNot run" in md
+
+
+@pytest.mark.parametrize(("change", "reason"), [
+    ({"train_nfe_forward_last_epoch": 22.0, "test_nfe_forward": 22.0}, "the NFE ratio is below 1.5×"),
+    ({"test_acc": 0.93}, "the test accuracy fell by more than 0.5 points"),
+])
+def test_verdict_follows_the_record(change, reason):
+    report = experiments_module("rnode.report")
+    rec = _record()
+    for r in rec["runs"]:
+        if r["lambda"] == 0.01 and r["seed"] == 1:
+            r.update(change)
+    md = report.render(rec, experiments_module("common").provenance)
+    assert "**not met**" in md and reason in md
+
+
+def test_reduced_mnist_is_labelled_reduced():
+    report = experiments_module("rnode.report")
+    md = report.render(_record(mnist=True), experiments_module("common").provenance)
+    assert "**reduced**: 1 epoch(s) of the config's 5" in md
+    assert "1.60× (training, last epoch)" in md and "-0.10 points" in md  # 32 / 20; 98.4 − 98.5
