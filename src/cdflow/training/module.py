@@ -171,9 +171,10 @@ class ContinuousDepthClassifier(L.LightningModule):
             (to 0 over ``trainer.max_epochs``).
         milestones, lr_gamma: the multistep schedule.
         label_smoothing: cross-entropy label smoothing.
-        diffusion: ``--model.diffusion.kind none|noise|graph`` and its integrator (``drift|explicit|split``),
-            γ, steps, noise ς and Monte Carlo samples (see `cdflow.models.DiffusionSpec`); with a kind other
-            than ``none`` the network is a `ConvectionDiffusionNet` on vector states.
+        diffusion: ``--model.diffusion.kind none|noise|graph`` and its integrator
+            (``drift|explicit|split|exponential``), γ, steps, noise ς and Monte Carlo samples (see
+            `cdflow.models.DiffusionSpec`); with a kind other than ``none`` the network is a
+            `ConvectionDiffusionNet` on vector states.
         graph: where the Laplacian comes from (``--model.graph.source knn|edges``, k, Laplacian kind).
         seed: seed of the SDE's Brownian paths; under DDP each rank r > 0 draws from its own stream derived
             from (seed, r) (see :func:`cdflow.training.distributed.fold_rank`), set in :meth:`setup`.
