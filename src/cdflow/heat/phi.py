@@ -37,21 +37,19 @@ class KrylovNotConverged(SolverError):
 def phi_scalar(z: Tensor, p: int) -> Tensor:
     """[φ_0(z), …, φ_p(z)] stacked on a new last axis, for real z ≤ 0 (any shape).
 
-    |z| < 1/2: the Taylor series Σ_i z^i/(i+k)! (20 terms, below rounding); else the recurrence
+    |z| < 1/2: the Taylor series Σ_i z^i/(i+k)! (18 terms, below rounding); else the recurrence
     φ_{k+1} = (φ_k − 1/k!)/z from e^z, which loses at most a few digits for |z| ≥ 1/2 and k ≤ 6."""
     small = z.abs() < 0.5
     zs = torch.where(small, z, torch.zeros_like(z))
     zl = torch.where(small, -torch.ones_like(z), z)
-    out = []
-    rec = torch.exp(zl)
-    for k in range(p + 1):
-        series = torch.zeros_like(z)
-        for i in reversed(range(20)):
-            series = series * zs + 1.0 / math.factorial(i + k)
-        if k > 0:
-            rec = (rec - 1.0 / math.factorial(k - 1)) / zl
-        out.append(torch.where(small, series, rec))
-    return torch.stack(out, dim=-1)
+    powers = zs[..., None] ** torch.arange(18, dtype=z.dtype, device=z.device)
+    inv_fact = torch.tensor([[1.0 / math.factorial(i + k) for k in range(p + 1)] for i in range(18)],
+                            dtype=z.dtype, device=z.device)
+    series = powers @ inv_fact
+    rec = [torch.exp(zl)]
+    for k in range(p):
+        rec.append((rec[-1] - 1.0 / math.factorial(k)) / zl)
+    return torch.where(small[..., None], series, torch.stack(rec, dim=-1))
 
 
 def phi_tridiag(t_mat: Tensor, s: float | Tensor, p: int) -> Tensor:
@@ -125,6 +123,7 @@ def phi_krylov(
     eigendecomposition of T_j. Raises `KrylovNotConverged` when m_max iterations do not suffice (an adaptive
     caller then shortens its step)."""
     needs = tuple(needs)
+    kmax = max(k for k, _ in needs)
     beta0 = v.detach().norm(dim=0)
     if not bool((beta0 > 0).any()):
         return PhiKrylov(None, s, v)
@@ -143,11 +142,12 @@ def phi_krylov(
         with torch.no_grad():
             theta, vec = torch.linalg.eigh(proc.t_mat().detach())
             first, last = vec[:, 0, :], vec[:, -1, :]
+            taus = sorted({tau for _, tau in needs})
+            phis = phi_scalar(-sv * torch.tensor(taus, dtype=theta.dtype)[:, None, None] * theta, kmax + 1)
             est = torch.zeros_like(beta0)
             for k, tau in needs:
-                z = -(tau * sv) * theta
-                phik = phi_scalar(z, k + 1)[..., k + 1]
-                est = torch.maximum(est, beta0 * proc.beta.detach() * tau * sv * (last * phik * first).sum(-1).abs())
+                proj = (last * phis[taus.index(tau), :, :, k + 1] * first).sum(-1).abs()
+                est = torch.maximum(est, beta0 * proc.beta.detach() * tau * sv * proj)
         if bool((est <= tol_t).all()):
             stats.error_estimate = max(stats.error_estimate, float((est / beta0.clamp_min(1e-300)).max()))
             break
