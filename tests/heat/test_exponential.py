@@ -204,10 +204,11 @@ def test_adjoint_gradients_match_backprop_within_tolerance() -> None:
 
 
 def test_adjoint_seminorm_option_acts() -> None:
-    """Without the seminorm the parameter gradients enter the adjoint's error norm: at least as many steps."""
+    """Without the seminorm the parameter gradients enter the adjoint's error norm: here they need more
+    adjoint steps than the adjoint state alone (20 vs 24 when measured)."""
     _, semi = _grads(True, 1e-5, seminorm=True)
     _, full = _grads(True, 1e-5, seminorm=False)
-    assert full.stats.backward_steps >= semi.stats.backward_steps
+    assert full.stats.backward_steps > semi.stats.backward_steps
 
 
 def test_member_stack_matches_separate_solves() -> None:
