@@ -22,8 +22,8 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 from benchmarks.common import Row, device_from_env, machine, results_dir  # noqa: E402
 
 # memory rows are measured in fresh processes (benchmarks.memory), so the order does not affect them
-NAMES = ("overhead", "stiff_diffusion", "graph_scaling", "fast_path", "coin_scale", "hardware", "compile",
-         "adjoint_memory")
+NAMES = ("overhead", "stiff_diffusion", "exponential", "graph_scaling", "fast_path", "coin_scale", "hardware",
+         "compile", "adjoint_memory")
 
 
 def _module_runner(name: str):

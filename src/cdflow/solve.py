@@ -17,7 +17,7 @@ from torchdiffeq import odeint, odeint_adjoint
 from cdflow.checkpoint_adjoint import checkpointed_odeint
 from cdflow.errors import ConfigError, SolverError
 from cdflow.solvers import SolverSpec, ode_method
-from cdflow.stats import SolveStats
+from cdflow.stats import SolveStats, count_backward
 from cdflow.terms import Convection, Drift
 
 if TYPE_CHECKING:
@@ -35,20 +35,6 @@ class Solution:
     @property
     def y_final(self) -> Tensor:
         return self.ys[-1]
-
-
-class _CountBackward(torch.autograd.Function):
-    """Identity whose backward counts one drift vector–Jacobian product into `stats`."""
-
-    @staticmethod
-    def forward(ctx, out: Tensor, stats: SolveStats) -> Tensor:  # type: ignore[override]
-        ctx.stats = stats
-        return out.view_as(out)
-
-    @staticmethod
-    def backward(ctx, grad: Tensor) -> tuple[Tensor, None]:  # type: ignore[override]
-        ctx.stats.nfe_backward += 1
-        return grad, None
 
 
 def _fast_path(drift: nn.Module) -> nn.Module:
@@ -100,7 +86,7 @@ class _Instrumented:
             stats.nfe_forward += 1
         out = self.fn(t, x)
         if out.requires_grad:
-            out = _CountBackward.apply(out, stats)
+            out = count_backward(out, stats)
         return out
 
     # -- step callbacks (arguments: t0, y0, dt) -------------------------------------------------------

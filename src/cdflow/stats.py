@@ -4,6 +4,9 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
 
+import torch
+from torch import Tensor
+
 
 @dataclass
 class SolveStats:
@@ -47,3 +50,22 @@ class SolveStats:
             setattr(out, key, None if a is None and b is None else (a or 0) + (b or 0))
         out.in_forward = self.in_forward and other.in_forward
         return out
+
+
+class _CountBackward(torch.autograd.Function):
+    """Identity whose backward counts one drift vector–Jacobian product into `stats`."""
+
+    @staticmethod
+    def forward(ctx, out: Tensor, stats: SolveStats) -> Tensor:  # type: ignore[override]
+        ctx.stats = stats
+        return out.view_as(out)
+
+    @staticmethod
+    def backward(ctx, grad: Tensor) -> tuple[Tensor, None]:  # type: ignore[override]
+        ctx.stats.nfe_backward += 1
+        return grad, None
+
+
+def count_backward(out: Tensor, stats: SolveStats) -> Tensor:
+    """`out` unchanged; each backward pass through it adds one to ``stats.nfe_backward``."""
+    return _CountBackward.apply(out, stats)

@@ -1,8 +1,7 @@
-"""exp(−tL) x by batched Lanczos (Krylov), with an a-posteriori error estimate and substepping."""
+"""exp(−tL) x by batched Lanczos (`cdflow.heat.lanczos`), with an a-posteriori error estimate and substepping."""
 
 from __future__ import annotations
 
-import math
 from typing import Literal
 
 import torch
@@ -10,19 +9,11 @@ from torch import Tensor
 
 from cdflow.errors import ConfigError, SolverError
 from cdflow.graph.laplacian import Laplacian
-from cdflow.heat.checks import as_time, check_steps, default_tol, finish, prepare, safe_div, tval
+from cdflow.heat.checks import as_time, check_steps, default_tol, finish, prepare, tval
+from cdflow.heat.lanczos import REORTH_MODES, LanczosProcess
 from cdflow.heat.stats import DiffusionStats
 
-_REORTH = ("partial", "full", "none")
-
-
-def _tridiag(alphas: list[Tensor], betas: list[Tensor]) -> Tensor:
-    """Batched [C, m, m] symmetric tridiagonal from diagonals α (m × [C]) and off-diagonals β (m−1 × [C])."""
-    t = torch.diag_embed(torch.stack(alphas, dim=1))
-    if len(betas):
-        off = torch.stack(betas, dim=1)
-        t = t + torch.diag_embed(off, offset=1) + torch.diag_embed(off, offset=-1)
-    return t
+_REORTH = REORTH_MODES
 
 
 class _SymExpm(torch.autograd.Function):
@@ -95,7 +86,6 @@ def expm_action_krylov(
         return finish(x2 * 1.0, was_1d), stats
     n = x2.shape[0]
     m_cap = min(m_max, n)
-    eps = torch.finfo(x2.dtype).eps
     remaining = 1.0  # fraction of t still to integrate
     y = x2
     while remaining > 0:
@@ -104,60 +94,10 @@ def expm_action_krylov(
                 f"Krylov exp(−tL)x needed more than max_substeps={max_substeps} substeps at m_max={m_max} "
                 f"(t·‖L‖ too large for tol={tol:g}); raise m_max or max_substeps, or loosen tol"
             )
-        y, frac = _lanczos_step(l_mat, y, t, remaining, tol, m_cap, m_min, check_every, reorth, eps, stats)
+        y, frac = _lanczos_step(l_mat, y, t, remaining, tol, m_cap, m_min, check_every, reorth, stats)
         remaining = 0.0 if frac >= remaining * (1 - 1e-12) else remaining - frac
         stats.substeps += 1
     return finish(y, was_1d), stats
-
-
-def _gram_schmidt(frozen: list[Tensor], w: Tensor) -> Tensor:
-    """Classical Gram–Schmidt correction Σ_k q_k (q_kᵀ w) per column, computed without autograd (it is zero
-    in exact arithmetic, so it is applied as a constant: memory O(m·N·C), not O(m²·N·C))."""
-    with torch.no_grad():
-        coefs = [torch.linalg.vecdot(q, w, dim=0) for q in frozen]
-        corr = torch.zeros_like(w)
-        for q, c in zip(frozen, coefs):
-            corr.addcmul_(q, c)
-    return corr
-
-
-class _Omega:
-    """Simon's ω-recurrence: estimates ω_{i+1,k} ≈ q_{i+1}ᵀ q_k per column from the Lanczos coefficients,
-    β_i ω_{i+1,k} = β_k ω_{i,k+1} + (α_k − α_i) ω_{i,k} + β_{k−1} ω_{i,k−1} − β_{i−1} ω_{i−1,k} + rounding,
-    and asks for reorthogonalisation of two consecutive vectors when max_k |ω_{i+1,k}| > √eps."""
-
-    def __init__(self, columns: int, eps: float, n: int, dtype: torch.dtype, device: torch.device) -> None:
-        self.eps, self.sqrt_n = eps, math.sqrt(n)
-        self.cur = torch.ones(columns, 1, dtype=dtype, device=device)  # ω_{i, 0..i}
-        self.prev: Tensor | None = None  # ω_{i−1, 0..i−1}
-        self.norm = torch.zeros(columns, dtype=dtype, device=device)  # running estimate of ‖T‖
-        self.force = False
-
-    def update(self, alphas: list[Tensor], betas: list[Tensor], beta_new: Tensor) -> bool:
-        """Advance with α_0..α_i, β_0..β_{i−1} and the new β_i; True if q_{i+1} must be reorthogonalised."""
-        i = len(alphas) - 1
-        a = torch.stack([x.detach() for x in alphas], dim=1)
-        bn = beta_new.detach()
-        self.norm = torch.maximum(self.norm, a[:, i].abs() + bn + (betas[-1].detach() if betas else 0.0))
-        inv = torch.where(bn > 0, 1.0 / torch.where(bn > 0, bn, 1.0), torch.zeros_like(bn))[:, None]
-        noise = self.eps * self.norm[:, None] * inv
-        new = torch.ones(a.shape[0], i + 2, dtype=a.dtype, device=a.device)
-        if i > 0:
-            b = torch.stack([x.detach() for x in betas], dim=1)  # β_0..β_{i−1}
-            cur = self.cur
-            rec = b * cur[:, 1 : i + 1] + (a[:, :i] - a[:, i : i + 1]) * cur[:, :i]
-            rec[:, 1:] += b[:, : i - 1] * cur[:, : i - 1]
-            if self.prev is not None:
-                rec -= b[:, i - 1 : i] * self.prev[:, :i]
-            rec = rec * inv
-            new[:, :i] = rec + torch.sign(rec) * noise
-        new[:, i] = (self.sqrt_n * noise)[:, 0]
-        need = self.force or bool(new[:, : i + 1].abs().max() > math.sqrt(self.eps))
-        if need:  # this vector and the next one are reorthogonalised: ω back to rounding level
-            new[:, : i + 1] = self.eps
-            self.force = not self.force
-        self.prev, self.cur = self.cur, new
-        return need
 
 
 def _lanczos_step(
@@ -170,7 +110,6 @@ def _lanczos_step(
     m_min: int,
     check_every: int,
     reorth: str,
-    eps: float,
     stats: DiffusionStats,
 ) -> tuple[Tensor, float]:
     """One Lanczos run from v; returns (exp(−frac·t·L) v, frac) with frac = remaining or a 2^-p part of it.
@@ -179,40 +118,18 @@ def _lanczos_step(
     estimate for every trial step at once; checks are spaced max(check_every, j/8) iterations apart. The
     returned coefficients exp(−τT)e₁ go through `_SymExpm` when gradients are needed.
     """
-    beta0 = v.norm(dim=0)
-    live = beta0 > 0
-    basis = [safe_div(v, beta0, live)]
-    frozen = [basis[0].detach()]  # same storage, no autograd: used for reorthogonalisation only
-    alphas: list[Tensor] = []
-    betas: list[Tensor] = []
+    proc = LanczosProcess(l_mat, v, reorth, stats)
     tv = tval(t)
     t_grad = isinstance(t, Tensor) and t.requires_grad
     next_check = m_min
-    omega = _Omega(v.shape[1], eps, v.shape[0], v.dtype, v.device) if reorth == "partial" else None
     for j in range(1, m_cap + 1):
-        w = (l_mat @ basis[-1])
-        stats.products += 1
-        alpha = (basis[-1] * w).sum(dim=0)
-        w = w - alpha * basis[-1]
-        if j > 1:
-            w = w - betas[-1] * basis[-2]
-        beta = w.norm(dim=0)
-        if reorth == "full" or (omega is not None and omega.update(alphas + [alpha], betas, beta)):
-            w = w - _gram_schmidt(frozen, w)
-            beta = w.norm(dim=0)
-            stats.reorthogonalisations += 1
-        scale = alpha.detach().abs() + (betas[-1].detach() if betas else 0.0)
-        ok = live & (beta.detach() > 100 * eps * scale)
-        beta = torch.where(ok, beta, torch.zeros_like(beta))
-        alphas.append(alpha)
-        basis.append(safe_div(w, beta, ok))
-        frozen.append(basis[-1].detach())
-        broke = not bool(ok.any())
+        proc.step()
+        broke = proc.broke
         if not (broke or j == m_cap or j >= next_check):
-            betas.append(beta)
             continue
         next_check = j + max(check_every, j // 8)
-        t_mat = _tridiag(alphas, betas)
+        t_mat = proc.t_mat()
+        beta = proc.beta
         with torch.no_grad():
             theta, s_vec = torch.linalg.eigh(t_mat.detach())
             first, last = s_vec[:, 0, :], s_vec[:, -1, :]
@@ -230,11 +147,7 @@ def _lanczos_step(
                 coef = _SymExpm.apply(-(frac * t) * t_mat)[:, :, 0]
             else:
                 coef = (s_vec * (torch.exp(z) * first)[:, None, :]).sum(-1)
-            y = basis[0] * coef[:, 0]
-            for k in range(1, j):
-                y = y + basis[k] * coef[:, k]
-            return y * beta0, frac
-        betas.append(beta)
+            return proc.combine(coef), frac
     raise SolverError(
         f"Krylov exp(−tL)x did not reach tol={tol:g} even for a step t/2^39 with m={m_cap}; L may be "
         "non-symmetric or non-finite — check L (is_symmetric, isfinite) or raise m_max"

@@ -2,8 +2,8 @@
 
     z(0) = dropout(act(W dropout(x) + b)),   dz = [ v_θ(z, t) − γ L z ] dt + ς dW,   logits = head(z(T))
 
-Diffusion is chosen by a `DiffusionSpec`: none, graph (in the drift, by explicit steps, or by a stable
-Lie/Strang split), or SDE noise (Feynman–Kac averaged at evaluation).
+Diffusion is chosen by a `DiffusionSpec`: none, graph (in the drift, by explicit steps, by a stable
+Lie/Strang split, or by an adaptive exponential integrator), or SDE noise (Feynman–Kac averaged at evaluation).
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ import torch
 from torch import Tensor, nn
 
 from cdflow.graph import Laplacian
-from cdflow.heat import DiffusionStats, split_solve
+from cdflow.heat import DiffusionStats, exponential_solve, split_solve
 from cdflow.models.diffusion_spec import DiffusionSpec
 from cdflow.models.graph_source import GraphInput, GraphSpec, gather_rows, resolve_graph
 from cdflow.models.layers import check_dropouts
@@ -85,6 +85,7 @@ class ConvectionDiffusionNet(nn.Module):
             self.register_buffer("sde_calls", torch.zeros((), dtype=torch.long))
         else:
             self.solver.check_ode()
+        self.diffusion.check_solver(self.solver)
         self.last_uncertainty: Tensor | None = None
         self._stats_parts: list[SolveStats] = []
         self.diffusion_stats: DiffusionStats | None = None
@@ -128,6 +129,8 @@ class ConvectionDiffusionNet(nn.Module):
                 self.graph_term.set_laplacian(self._laplacian(x, graph, z))
             sol = solve(self.drift, z, self.solver)
             z, self._stats_parts = sol.y_final, [sol.stats]
+        elif integ == "exponential":
+            z = self._exponential(z, self._laplacian(x, graph, z))
         else:
             z = self._split(z, self._laplacian(x, graph, z))
         out = torch.log_softmax(self.head(z), dim=-1)
@@ -160,6 +163,19 @@ class ConvectionDiffusionNet(nn.Module):
         if probs.shape[0] > 1:
             self.last_uncertainty = probs.std(dim=0)
         return torch.log(probs.mean(dim=0).clamp_min(1e-12))
+
+    def _exponential(self, z: Tensor, lap: Laplacian) -> Tensor:
+        """dz/dt = v_θ(z, t) − γLz by the exponential pair, under the solver's rtol/atol (step_size: first
+        step), max_steps and adjoint (``backsolve``: the exponential adjoint, with adjoint_rtol/atol, seminorm)."""
+        spec = self.solver
+        sol = exponential_solve(
+            self.velocity, z, lap, self.gamma(), 0.0, spec.t1, method=self.diffusion.exp_method, rtol=spec.rtol,
+            atol=spec.atol, step_size=spec.step_size, adjoint=spec.adjoint == "backsolve",
+            adjoint_rtol=spec.adjoint_rtol, adjoint_atol=spec.adjoint_atol, seminorm=spec.seminorm,
+            max_steps=spec.max_steps,
+        )
+        self._stats_parts, self.diffusion_stats = [sol.stats], sol.diffusion
+        return sol.y
 
     def _split(self, z: Tensor, lap: Laplacian) -> Tensor:
         spec, diff = self.solver, self.diffusion

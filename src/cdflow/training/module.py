@@ -176,9 +176,10 @@ class ContinuousDepthClassifier(L.LightningModule):
             (to 0 over ``trainer.max_epochs``).
         milestones, lr_gamma: the multistep schedule.
         label_smoothing: cross-entropy label smoothing.
-        diffusion: ``--model.diffusion.kind none|noise|graph`` and its integrator (``drift|explicit|split``),
-            γ, steps, noise ς and Monte Carlo samples (see `cdflow.models.DiffusionSpec`); with a kind other
-            than ``none`` the network is a `ConvectionDiffusionNet` on vector states.
+        diffusion: ``--model.diffusion.kind none|noise|graph`` and its integrator
+            (``drift|explicit|split|exponential``), γ, steps, noise ς and Monte Carlo samples (see
+            `cdflow.models.DiffusionSpec`); with a kind other than ``none`` the network is a
+            `ConvectionDiffusionNet` on vector states.
         graph: where the Laplacian comes from (``--model.graph.source knn|edges``, k, Laplacian kind).
         regularization: RNODE (Finlay et al. 2020): ``--model.regularization.kinetic λ_k`` and
             ``--model.regularization.jacobian λ_j`` add λ_k ∫‖v‖² dt + λ_j ∫‖∂v/∂x‖²_F dt (batch means) to the
