@@ -19,6 +19,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from cdflow.errors import ConfigError
 from cdflow.models import COIN, ConvectionDiffusionNet, DiffResNet, DiffusionSpec, Members
 from cdflow.models.baselines import APPNP, GCN, MLP, SGC
 from cdflow.models.layers import member_generators
@@ -131,17 +132,36 @@ def reference_diffresnet_init(model: DiffResNet, seeds: Sequence[int]) -> None:
 BASELINES: dict[str, type[nn.Module]] = {"mlp": MLP, "gcn": GCN, "appnp": APPNP, "sgc": SGC}
 
 
-def continuous_net(in_features: int, num_classes: int, seed: int, gamma: float, dropout: float,
-                   input_dropout: float) -> ConvectionDiffusionNet:
-    """One member of the continuous row, its weights drawn by torch's default initialisation under
-    torch.manual_seed(seed) (in a forked random state)."""
+#: Convection solvers of the continuous net: fixed-step methods take T/n_steps steps; dopri5 is adaptive.
+CONVECTION_METHODS = ("euler", "rk4", "dopri5")
+
+
+def continuous_net(in_features: int, num_classes: int, seed: int, *, gamma: float, t1: float = 1.0,
+                   hidden: int = 64, input_dropout: float = 0.5, hidden_dropout: float = 0.5,
+                   head_dropout: float = 0.0, encoder_activation: str = "relu", propagate: str = "features",
+                   integrator: str = "split", method: str = "chebyshev", n_steps: int = 2,
+                   convection: str = "euler") -> ConvectionDiffusionNet:
+    """One member of the continuous row from a point of its search (`experiments.graph.search_cdnet`):
+    dh/dt = v(h) − γLh on [0, t1] (v: a tanh MLP of width `hidden`, no time input), integrated by `integrator`
+    (split: Strang splitting with `method` diffusion sub-steps; explicit: Lie splitting with explicit diffusion
+    steps; drift: −γLh inside the ODE) in `n_steps` steps, the convection sub-solves by `convection` (one step of
+    T/n_steps each for fixed-step methods; dopri5 at rtol 1e-3, atol 1e-4). Weights are drawn by torch's default
+    initialisation under torch.manual_seed(seed) (in a forked random state)."""
+    if convection not in CONVECTION_METHODS:
+        raise ConfigError(f"convection={convection!r} is invalid; valid: {', '.join(CONVECTION_METHODS)}")
+    if convection == "dopri5":
+        solver = SolverSpec(method="dopri5", rtol=1e-3, atol=1e-4, t1=t1)
+    else:
+        solver = SolverSpec(method=convection, step_size=t1 / n_steps, t1=t1)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         return ConvectionDiffusionNet(
-            in_features, num_classes, hidden=64, width=64, depth=2, activation="tanh", time_input=False,
-            encoder_activation="relu", dropout=input_dropout, hidden_dropout=dropout,
-            diffusion=DiffusionSpec(kind="graph", integrator="drift", gamma=gamma),
-            solver=SolverSpec(method="dopri5", rtol=1e-3, atol=1e-4, t1=1.0),
+            in_features, num_classes, hidden=hidden, width=hidden, depth=2, activation="tanh", time_input=False,
+            encoder_activation=encoder_activation, dropout=input_dropout, hidden_dropout=hidden_dropout,
+            head_dropout=head_dropout, propagate=propagate,  # type: ignore[arg-type]
+            diffusion=DiffusionSpec(kind="graph", integrator=integrator, gamma=gamma, n_steps=n_steps,  # type: ignore[arg-type]
+                                    method=method),  # type: ignore[arg-type]
+            solver=solver,
         )
 
 
