@@ -231,7 +231,19 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
     p = runner_parser(__doc__, "tiny search for CI (seconds)", "not defined: the reduced search is the search")
     p.add_argument("--datasets", nargs="+", choices=("cora", "citeseer"), help="default: both (smoke: cora)")
     p.add_argument("--workers", type=int, default=1, help="processes (one run per task; default 1)")
+    p.add_argument("--merge", action="store_true",
+                   help="keep the other datasets of an existing record (datasets run now replace theirs)")
     return p.parse_args(argv)
+
+
+def merge(old: dict[str, Any], new: dict[str, Any]) -> dict[str, Any]:
+    """`new` with the datasets of `old` that it did not run; commands, wall times and workers of both kept."""
+    kept = {ds: res for ds, res in old["datasets"].items() if ds not in new["datasets"]}
+    if not kept:
+        return new
+    return {**new, "datasets": {**kept, **new["datasets"]}, "wall_s": old["wall_s"] + new["wall_s"],
+            "command": "; ".join((old["command"], new["command"])),
+            "workers": max(old["workers"], new["workers"])}
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
@@ -261,6 +273,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     }
     args.out.mkdir(parents=True, exist_ok=True)
     path = args.out / artefact("cdnet_search", mode, "json")
+    if args.merge and path.exists():
+        payload = merge(json.loads(path.read_text()), payload)
     path.write_text(json.dumps(payload, indent=1, default=str))
     print(f"wrote {path} ({payload['wall_s']:.0f} s)")
     return payload
