@@ -175,12 +175,12 @@ COIN_TUNE_GRID = {"tau": (0.1, 0.2, 0.3, 0.35), "n_steps": (5, 10, 20)}
 #: Continuous network: the points chosen on validation accuracy only by `experiments.graph.search_cdnet` (grid,
 #: scores and choice in `experiments/results/cdnet_search.json` and the graph report; a test holds them equal).
 CDNET: dict[str, dict[str, Any]] = {
-    "cora": dict(gamma=5.0, t1=1.0, hidden=64, input_dropout=0.5, hidden_dropout=0.5, head_dropout=0.0,
-                 encoder_activation="relu", propagate="features", integrator="split", method="chebyshev", n_steps=2,
-                 convection="euler"),
-    "citeseer": dict(gamma=5.0, t1=1.0, hidden=64, input_dropout=0.5, hidden_dropout=0.5, head_dropout=0.0,
-                     encoder_activation="relu", propagate="features", integrator="split", method="chebyshev",
-                     n_steps=2, convection="euler"),
+    "cora": dict(convection="euler", encoder_activation="tanh", gamma=8.0, head_dropout=0.0, hidden=64,
+                 hidden_dropout=0.5, input_dropout=0.8, integrator="split", method="chebyshev", n_steps=1,
+                 propagate="logits", t1=1.0),
+    "citeseer": dict(convection="euler", encoder_activation="relu", gamma=20.0, head_dropout=0.0, hidden=64,
+                     hidden_dropout=0.5, input_dropout=0.5, integrator="split", method="chebyshev",
+                     n_steps=2, propagate="logits", t1=0.1),
 }
 
 
