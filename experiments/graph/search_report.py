@@ -48,7 +48,9 @@ def search_section(search: dict[str, Any] | None) -> list[str]:
         f"0–{size['screen_splits'] - 1} (one initialisation each); values within {100 * search['tie']:g} points of "
         "the best are tied and the fastest is taken. The "
         f"{size['refine']} best points of the screen then run on splits 0–{size['refine_splits'] - 1} and the best "
-        "mean validation accuracy there is chosen. Test accuracy is not recorded.",
+        "mean validation accuracy there is chosen. Test accuracy is not recorded. *s per run*: wall time per run "
+        "under the load of the moment (a shared machine; a point keeps the time of its first runs), so times "
+        "of points run at different moments compare only roughly.",
         "",
     ]
     for ds, res in search["datasets"].items():

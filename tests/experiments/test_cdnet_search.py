@@ -133,3 +133,18 @@ def _graph_payload(search: dict) -> dict:
                         "loadavg": [0, 0, 0]},
             "json_name": "graph.json", "chosen": {}, "summary": summary, "full_protocol_estimate": None,
             "runs": [run], "cdnet_search": search}
+
+
+def test_floors_state_the_continuous_rows():
+    """The continuous net's accuracy floor and its time per run against COIN's, from the summary."""
+    report = experiments_module("graph.report")
+    row = {"test_mean": 0.83, "n": 30, "wall_per_run_s": 12.0}
+    summary = {"random/cora/cdnet": row, "random/cora/coin-explicit": {**row, "test_mean": 0.82, "wall_per_run_s": 5.0},
+               "random/citeseer/cdnet": {**row, "test_mean": 0.71}}
+    summary = {k: {**v, "n_nan": 0} for k, v in summary.items()}
+    rows, _ = report.floors(summary, None, None)
+    got = {r["floor"]: (r["value"], r["met"]) for r in rows}
+    assert got["cora continuous net mean test acc ≥ 82.5%"] == ("83.00% (n=30)", True)
+    assert got["cora continuous net time per run ≤ 3× COIN's (explicit)"] == ("12.00 s / 5.00 s = 2.40×", True)
+    assert got["citeseer continuous net mean test acc ≥ 72%"] == ("71.00% (n=30)", False)
+    assert "citeseer continuous net time per run ≤ 3× COIN's (explicit)" not in got  # no COIN row to compare
