@@ -40,7 +40,7 @@ def _settings(net) -> dict:
             "velocity": str(net.velocity), "graph": net.graph}
 
 
-@pytest.mark.parametrize("dataset", ["cora", pytest.param("citeseer", marks=pytest.mark.slow)])
+@pytest.mark.parametrize("dataset", ["cora", "citeseer"])
 def test_cdnet_config_is_the_protocol_row_and_trains(tmp_path, dataset, require_data):
     require_data("gnn-benchmark", f"{dataset}.npz")
     cli = run_cli(["fit", "--config", str(CONFIGS / f"cdnet_{dataset}.yaml"), "--trainer.default_root_dir",
