@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import inspect
+import json
 import statistics
 from collections import defaultdict
 from typing import Any
@@ -10,9 +11,10 @@ from typing import Any
 from cdflow.data.graphs import random_split
 from experiments.common import mean_std, provenance
 from experiments.graph import report
-from experiments.graph.configs import CDNET, DIFFRESNET, continuous_net
+from experiments.graph.configs import CDNET
 from experiments.graph.configs import ROW_KEYS as ORDER
 from experiments.graph.data import SPLIT_SEEDS
+from experiments.graph.search_report import describe, search_section
 from experiments.graph.timing import timing_setting
 
 
@@ -150,19 +152,27 @@ def cdnet_sentence(summary: dict[str, dict[str, Any]], proto: dict[str, Any]) ->
     return ("; ".join(parts) + ".") if parts else ""
 
 
-def gamma_sentence() -> str:
-    """How the continuous net's γ relates to Diff-ResNet's total diffusion time τ·n (from the recipes)."""
-    same = all(abs(CDNET[ds]["gamma"] - DIFFRESNET[ds]["tau"] * DIFFRESNET[ds]["n_steps"]) < 1e-9 for ds in CDNET)
-    gammas = ", ".join(f"{ds} {CDNET[ds]['gamma']:g}" for ds in CDNET)
-    drops = {(CDNET[ds]["input_dropout"], CDNET[ds]["dropout"]) for ds in CDNET}
-    if len(drops) == 1:
-        inp, hid = drops.pop()
-        drop = f"dropout {inp:g} on the input and on h(0)" if inp == hid else \
-            f"dropout {inp:g} on the input and {hid:g} on h(0)"
-    else:
-        drop = "dropout " + ", ".join(f"{ds} {CDNET[ds]['input_dropout']:g} / {CDNET[ds]['dropout']:g} (input / "
-                                      "h(0))" for ds in CDNET)
-    return (f"γ ({gammas}) = Diff-ResNet's total diffusion time τ·n" if same else f"γ: {gammas}") + f", {drop}"
+def cdnet_settings(runs: list[dict[str, Any]], datasets: list[str]) -> str:
+    """The continuous net's settings per dataset, from its records when it ran (older records, before the
+    search, ran dopri5 with −γLh in the drift), else the configured point (`configs.CDNET`)."""
+    parts = []
+    for ds in datasets:
+        kws = {json.dumps(r["kwargs"], sort_keys=True) for r in runs
+               if r["phase"] == "main" and r["dataset"] == ds and r["model"] == "cdnet"}
+        if len(kws) > 1:
+            parts.append(f"{ds.capitalize()}: {len(kws)} settings (see the records)")
+            continue
+        if not kws:
+            if ds in CDNET:
+                parts.append(f"{ds.capitalize()} (configured, not run here): {describe(CDNET[ds])}")
+            continue
+        kw = json.loads(kws.pop())
+        if "integrator" in kw:
+            parts.append(f"{ds.capitalize()}: {describe(kw)}")
+        elif "gamma" in kw:
+            parts.append(f"{ds.capitalize()}: dopri5 (rtol 1e-3, atol 1e-4) with −γLh in the drift on [0, 1], "
+                         f"γ = {kw['gamma']:g}, dropout {kw['input_dropout']:g} / {kw['dropout']:g} (input / h(0))")
+    return "; ".join(parts)
 
 
 def stability_notes(runs: list[dict[str, Any]], summary: dict[str, dict[str, Any]], datasets: list[str]) -> list[str]:
@@ -240,7 +250,6 @@ def markdown(payload: dict[str, Any]) -> str:
     floor_rows, floor_lines = report.floors(s, payload.get("timing"), payload.get("full_protocol_estimate"),
                                             full_run)
     train = proto["training"]
-    cdnet_spec = continuous_net(1, 2, 0, **CDNET["cora"]).solver  # the continuous row's solver settings
     out = [
         "# Node classification on Cora and Citeseer",
         "",
@@ -282,10 +291,10 @@ def markdown(payload: dict[str, Any]) -> str:
         "(`cdflow.heat.diffuse`), same total time; loss NLL of log max(u, 1e-8). "
         f"Settings used: {coin}.",
         "* Continuous convection–diffusion net (`cdflow.models.ConvectionDiffusionNet`): "
-        "h(0) = dropout(ReLU(dropout(x) W_in + b_in)), dh/dt = W₂ tanh(W₁h + b₁) + b₂ − γLh "
-        f"on [0, {cdnet_spec.t1:g}] by {cdnet_spec.method} (rtol {cdnet_spec.rtol:g}, atol {cdnet_spec.atol:g}; one "
-        "solve per member), "
-        f"linear head; {gamma_sentence()}. {cdnet_sentence(s, proto)}".rstrip(),
+        "h = dropout(act(dropout(x) W_in + b_in)), dz/dt = W₂ tanh(W₁z + b₁) + b₂ − γLz on [0, T] (one solve per "
+        "member), linear head before or after the solve; settings chosen on validation accuracy only (section "
+        f"*Continuous net: validation-only search*). {cdnet_settings(payload['runs'], proto['datasets'])}. "
+        f"{cdnet_sentence(s, proto)}".rstrip(),
         "",
         "## Floors",
         "",
@@ -310,6 +319,7 @@ def markdown(payload: dict[str, Any]) -> str:
             f"Chosen: τ = {tune_chosen.get('tau')}, n = {tune_chosen.get('n_steps')}.",
             "",
         ]
+    out += search_section(payload.get("cdnet_search"))
     out += ["## Single-run timing", "", *_timing_lines(payload.get("timing")), ""]
     est = payload.get("full_protocol_estimate")
     if full_run:

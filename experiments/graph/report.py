@@ -13,6 +13,9 @@ from experiments.graph.configs import PROTOCOLS
 #: The issue's floors (reduced protocol).
 FLOOR_COIN = {"cora": 0.83, "citeseer": 0.72}
 FLOOR_GAIN = 0.10
+#: The continuous net's floors (issue 14): mean test accuracy, and time per run against COIN's in the same run.
+FLOOR_CDNET = {"cora": 0.825, "citeseer": 0.72}
+FLOOR_CDNET_TIME_RATIO = 3.0
 FLOOR_SINGLE_RUN_S = 1.0
 FLOOR_FULL_PROTOCOL_MIN = 30.0
 #: The full protocol's size (splits × initialisations of one row).
@@ -120,6 +123,17 @@ def floors(summary: dict[str, dict[str, Any]], timing: dict[str, Any] | None,
                 gain = a["test_mean"] - b["test_mean"]
                 rows.append({"floor": f"{ds} {name}: diffusion − no diffusion ≥ {100 * FLOOR_GAIN:.0f} points",
                              "value": f"{100 * gain:+.2f} points", "met": gain >= FLOOR_GAIN})
+    for ds, floor in FLOOR_CDNET.items():
+        cd, coin = summary.get(f"random/{ds}/cdnet"), summary.get(f"random/{ds}/coin-explicit")
+        if not cd:
+            continue
+        rows.append({"floor": f"{ds} continuous net mean test acc ≥ {100 * floor:g}%",
+                     "value": f"{100 * cd['test_mean']:.2f}% (n={cd['n']})", "met": cd["test_mean"] >= floor})
+        if coin:
+            ratio = cd["wall_per_run_s"] / coin["wall_per_run_s"]
+            rows.append({"floor": f"{ds} continuous net time per run ≤ {FLOOR_CDNET_TIME_RATIO:g}× COIN's (explicit)",
+                         "value": f"{cd['wall_per_run_s']:.2f} s / {coin['wall_per_run_s']:.2f} s = {ratio:.2f}×",
+                         "met": ratio <= FLOOR_CDNET_TIME_RATIO})
     nan_runs = sum(s["n_nan"] for s in summary.values())
     rows.append({"floor": "no NaN in any reported run", "value": f"{nan_runs} NaN runs", "met": nan_runs == 0})
     if timing:

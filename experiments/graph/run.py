@@ -178,6 +178,13 @@ def _attach_full_run(payload: dict[str, Any], out: Path, json_name: str) -> None
         payload["full_run"] = report.full_run_summary(json.loads(full.read_text()))
 
 
+def _attach_search(payload: dict[str, Any], out: Path, mode: str) -> None:
+    """The continuous net's validation search (`cdnet_search[_smoke].json` in `out`), for the report only."""
+    path = out / artefact("cdnet_search", "smoke" if mode == "smoke" else "reduced", "json")
+    if path.exists():
+        payload["cdnet_search"] = json.loads(path.read_text())
+
+
 def _names(mode: str) -> tuple[str, str]:
     return artefact("graph", mode, "json"), artefact("graph", mode, "md")
 
@@ -196,6 +203,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             payload["timing"]["source"] = "graph_timing.json (python -m experiments.graph.timing)"
             (out / json_name).write_text(json.dumps(payload, indent=1))
         _attach_full_run(payload, out, json_name)
+        _attach_search(payload, out, payload["mode"])
         (out / md_name).write_text(markdown(payload))
         return payload
     proto = protocol(mode, datasets=tuple(args.datasets) if args.datasets else None, n_splits=args.splits,
@@ -231,6 +239,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         payload = merge(json.loads((out / json_name).read_text()), payload)
     (out / json_name).write_text(json.dumps(payload, indent=1))
     _attach_full_run(payload, out, json_name)
+    _attach_search(payload, out, mode)
     (out / md_name).write_text(markdown(payload))
     print(f"wrote {out / json_name} and {out / md_name} ({wall:.0f} s)")
     return payload

@@ -135,3 +135,74 @@ def test_encoder_options():
     torch.testing.assert_close(dropped.eval()(x), base(x))
     no_t = _cdnet("none", time_input=False)
     assert no_t.velocity.first.in_features == base.velocity.first.in_features - 1
+
+
+def _zero_velocity(model: ConvectionDiffusionNet) -> ConvectionDiffusionNet:
+    with torch.no_grad():
+        for p in model.velocity.parameters():
+            p.zero_()
+    return model
+
+
+@pytest.mark.parametrize("integrator, method", [("split", "chebyshev"), ("split", "krylov"), ("drift", "krylov")])
+def test_predict_then_propagate_commutes_with_the_head_without_convection(integrator, method):
+    """With v ≡ 0 the solve is exp(−γTL), which commutes with the linear head (bias included, as L1 = 0 for the
+    GCN-form L): propagate='logits' (head, then diffuse) gives propagate='features' (diffuse, then head). With a
+    convection the two differ, and the logits model's velocity acts on the C class scores."""
+    from model_graphs import ring_with_chords
+
+    from cdflow.graph import Laplacian
+
+    n, x = 24, features(24, 4)
+    lap = Laplacian.from_edges(ring_with_chords(n), n, kind="gcn")
+    solver = SolverSpec(method="dopri5", rtol=1e-7, atol=1e-7) if integrator == "drift" else \
+        SolverSpec(method="euler", step_size=0.5)
+
+    def net(propagate: str) -> ConvectionDiffusionNet:
+        torch.manual_seed(0)
+        return ConvectionDiffusionNet(4, 3, hidden=6, width=8, solver=solver, propagate=propagate,
+                                      diffusion=DiffusionSpec(kind="graph", integrator=integrator, gamma=1.5,
+                                                              n_steps=2, method=method)).eval()
+
+    feats, logits = net("features"), net("logits")
+    assert logits.velocity.first.in_features == 3 + 1 and feats.velocity.first.in_features == 6 + 1  # + time
+    logits.encoder.load_state_dict(feats.encoder.state_dict())
+    logits.head.load_state_dict(feats.head.state_dict())
+    moving = (feats(x, lap).exp() - logits(x, lap).exp()).abs().max()
+    assert moving > 1e-3  # different convections
+    _zero_velocity(feats), _zero_velocity(logits)
+    with torch.no_grad():
+        a, b = feats(x, lap), logits(x, lap)
+        h0 = feats.encode(x)
+    torch.testing.assert_close(a, b, atol=2e-5, rtol=0)
+    assert (a.exp() - torch.softmax(feats.head(h0), -1)).abs().max() > 1e-2  # and the diffusion acts
+
+
+def test_head_dropout_acts_on_the_final_state_in_training_only():
+    x = features(24, 4)
+    base = _cdnet("none").eval()
+    torch.manual_seed(0)
+    dropped = ConvectionDiffusionNet(4, 3, hidden=6, width=8, solver=SolverSpec(method="dopri5", rtol=1e-6, atol=1e-6),
+                                     head_dropout=0.5)
+    dropped.load_state_dict(base.state_dict())
+    z = torch.randn(24, 6)
+    torch.testing.assert_close(dropped.eval().readout(z), base.readout(z))
+    torch.testing.assert_close(dropped(x), base(x))
+    torch.manual_seed(1)
+    got = dropped.train().readout(z)
+    torch.manual_seed(1)
+    mask = torch.nn.functional.dropout(torch.ones_like(z), 0.5)
+    torch.testing.assert_close(got, base.head(z * mask))
+    assert not torch.allclose(got, base.head(z))
+
+
+def test_bad_head_settings():
+    with pytest.raises(ConfigError, match="propagate='output' is invalid; valid: features, logits"):
+        ConvectionDiffusionNet(4, 3, propagate="output")
+    with pytest.raises(ConfigError, match="with propagate='logits' the head comes first"):
+        ConvectionDiffusionNet(4, 3, propagate="logits", head_dropout=0.5)
+    with pytest.raises(ConfigError, match=r"head_dropout must be in \[0, 1\)"):
+        ConvectionDiffusionNet(4, 3, head_dropout=-0.1)
+    net = ConvectionDiffusionNet(4, 3, hidden=6, encoder_activation="identity", time_input=False).eval()
+    x = features(5, 4)
+    torch.testing.assert_close(net.encode(x), net.encoder(x))

@@ -1,6 +1,10 @@
 """A general convection–diffusion network whose depth is one continuous solve:
 
-    z(0) = dropout(act(W dropout(x) + b)),   dz = [ v_θ(z, t) − γ L z ] dt + ς dW,   logits = head(z(T))
+    h = dropout_h(act(W dropout_x(x) + b)),   dz = [ v_θ(z, t) − γ L z ] dt + ς dW   on [0, T],
+
+with the linear head at either end (`propagate`): ``features`` z(0) = h, logits = head(dropout_head(z(T)));
+``logits`` ("predict then propagate", as APPNP) z(0) = head(h) and logits = z(T), so the convection–diffusion
+acts on the class scores.
 
 Diffusion is chosen by a `DiffusionSpec`: none, graph (in the drift, by explicit steps, by a stable
 Lie/Strang split, or by an adaptive exponential integrator), or SDE noise (Feynman–Kac averaged at evaluation).
@@ -8,9 +12,12 @@ Lie/Strang split, or by an adaptive exponential integrator), or SDE noise (Feynm
 
 from __future__ import annotations
 
+from typing import Literal
+
 import torch
 from torch import Tensor, nn
 
+from cdflow.errors import ConfigError
 from cdflow.graph import Laplacian
 from cdflow.heat import DiffusionStats, exponential_solve, split_solve
 from cdflow.models.diffusion_spec import DiffusionSpec
@@ -24,6 +31,9 @@ from cdflow.sparse import SparseMatrix
 from cdflow.stats import SolveStats
 from cdflow.terms import Convection, Drift, GraphDiffusion
 from cdflow.velocity import MLPVelocity, make_activation
+
+#: Where the linear head sits: after the solve (features) or before it (logits: predict, then propagate).
+PROPAGATE = ("features", "logits")
 
 
 class ConvectionDiffusionNet(nn.Module):
@@ -51,16 +61,28 @@ class ConvectionDiffusionNet(nn.Module):
         encoder_activation: str = "tanh",
         hidden_dropout: float = 0.0,
         time_input: bool = True,
+        head_dropout: float = 0.0,
+        propagate: Literal["features", "logits"] = "features",
     ) -> None:
         super().__init__()
         self.solver = solver or SolverSpec()
         self.diffusion = diffusion or DiffusionSpec()
-        check_dropouts("ConvectionDiffusionNet", dropout=dropout, hidden_dropout=hidden_dropout)
+        check_dropouts("ConvectionDiffusionNet", dropout=dropout, hidden_dropout=hidden_dropout,
+                       head_dropout=head_dropout)
+        if propagate not in PROPAGATE:
+            raise ConfigError(f"ConvectionDiffusionNet propagate={propagate!r} is invalid; valid: "
+                              f"{', '.join(PROPAGATE)}")
+        if propagate == "logits" and head_dropout > 0:
+            raise ConfigError("ConvectionDiffusionNet head_dropout acts on z(T) before the head; with "
+                              "propagate='logits' the head comes first (use hidden_dropout for its input)")
+        self.propagate = propagate
         self.input_dropout = dropout
         self.encoder = nn.Linear(in_features, hidden)
         self.encoder_activation = make_activation(encoder_activation)
         self.hidden_dropout = nn.Dropout(hidden_dropout)
-        self.velocity = MLPVelocity(hidden, width=width, depth=depth, activation=activation, time_input=time_input)
+        self.head_dropout = nn.Dropout(head_dropout)
+        state = hidden if propagate == "features" else num_classes  # the dimension the solve acts on
+        self.velocity = MLPVelocity(state, width=width, depth=depth, activation=activation, time_input=time_input)
         self.head = nn.Linear(hidden, num_classes)
         self.graph = graph or GraphSpec()
         self.last_graph: str | None = None
@@ -78,7 +100,7 @@ class ConvectionDiffusionNet(nn.Module):
         self.noise: NoiseDiffusion | None = None
         self.seed = seed
         if kind == "noise":
-            self.noise = NoiseDiffusion(self.diffusion.noise_type, self.diffusion.sigma, dim=hidden,
+            self.noise = NoiseDiffusion(self.diffusion.noise_type, self.diffusion.sigma, dim=state,
                                         learnable=self.diffusion.learnable)
             check_sde(self.solver, self.noise.noise_type)
             self.mean_field_solver = mean_field_spec(self.solver)
@@ -106,13 +128,19 @@ class ConvectionDiffusionNet(nn.Module):
         return self.diffusion.gamma
 
     def encode(self, x: Tensor | SparseMatrix) -> Tensor:
-        """z(0) = dropout_h(act(W dropout_x(x) + b)); sparse features are multiplied sparsely."""
+        """z(0): h = dropout_h(act(W dropout_x(x) + b)), or head(h) with propagate='logits'; sparse features are
+        multiplied sparsely."""
         if isinstance(x, SparseMatrix):
             z = x.mm_stacked_dropout(self.encoder.weight.t()[None], self.input_dropout, self.training)[:, 0]
             z = z + self.encoder.bias
         else:
             z = self.encoder(nn.functional.dropout(x, self.input_dropout, self.training))
-        return self.hidden_dropout(self.encoder_activation(z))
+        h = self.hidden_dropout(self.encoder_activation(z))
+        return self.head(h) if self.propagate == "logits" else h
+
+    def readout(self, z: Tensor) -> Tensor:
+        """Class scores of the final state: head(dropout_head(z(T))), or z(T) itself with propagate='logits'."""
+        return self.head(self.head_dropout(z)) if self.propagate == "features" else z
 
     def forward(self, x: Tensor | SparseMatrix, graph: GraphInput = None) -> Tensor:
         if isinstance(x, Tensor) and x.dim() > 2:
@@ -133,7 +161,7 @@ class ConvectionDiffusionNet(nn.Module):
             z = self._exponential(z, self._laplacian(x, graph, z))
         else:
             z = self._split(z, self._laplacian(x, graph, z))
-        out = torch.log_softmax(self.head(z), dim=-1)
+        out = torch.log_softmax(self.readout(z), dim=-1)
         return out if own is None else out[own]
 
     def _laplacian(self, x: Tensor | SparseMatrix, graph: GraphInput, z: Tensor) -> Laplacian:
@@ -151,15 +179,15 @@ class ConvectionDiffusionNet(nn.Module):
             self.sde_calls += 1
             sol = solve_sde(self.convection, self.noise, z, self.solver, seed=entropy)
             self._stats_parts = [sol.stats]
-            return torch.log_softmax(self.head(sol.y_final), dim=-1)
+            return torch.log_softmax(self.readout(sol.y_final), dim=-1)
         if self.diffusion.mean_field:
             sol = solve(self.convection, z, self.mean_field_solver)
             self._stats_parts = [sol.stats]
-            return torch.log_softmax(self.head(sol.y_final), dim=-1)
+            return torch.log_softmax(self.readout(sol.y_final), dim=-1)
         ys, stats = sample_paths(self.convection, self.noise, z, self.solver, self.diffusion.n_samples,
                                  seed=derive_seed(self.seed, 1))
         self._stats_parts = [stats]
-        probs = torch.softmax(self.head(ys[-1]), dim=-1)  # [n_samples, B, C]
+        probs = torch.softmax(self.readout(ys[-1]), dim=-1)  # [n_samples, B, C]
         if probs.shape[0] > 1:
             self.last_uncertainty = probs.std(dim=0)
         return torch.log(probs.mean(dim=0).clamp_min(1e-12))

@@ -20,7 +20,7 @@ from cdflow.velocity import ConvVelocity, MLPVelocity, make_activation
 
 EncoderKind = Literal["none", "linear", "mlp", "conv"]
 VelocityKind = Literal["mlp", "conv"]
-ActivationName = Literal["tanh", "relu", "softplus", "elu", "gelu", "silu", "sigmoid"]
+ActivationName = Literal["tanh", "relu", "softplus", "elu", "gelu", "silu", "sigmoid", "identity"]
 
 
 class EncodeFlowHead(nn.Module):

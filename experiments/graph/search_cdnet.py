@@ -1,0 +1,284 @@
+"""``python -m experiments.graph.search_cdnet [--smoke] [--datasets ...] [--workers W] [--out DIR]``: the continuous
+convection–diffusion net's settings, chosen on validation accuracy only.
+
+Per dataset, a greedy coordinate search from `BASE`: for each factor of `FACTORS` in turn, every value is tried
+with the other settings at the current choice, and the factor takes the value of the best mean validation
+accuracy over the screening splits (random splits 0..screen_splits−1, one initialisation, seed 1000·s);
+values within `TIE` of the best count as tied and the fastest of them (mean wall time per run) is taken. Then
+the `refine` best points of the whole screen run on more splits (0..refine_splits−1) and the best mean
+validation accuracy over those is the chosen point. Runs are the protocol's (`experiments.graph.units.run_unit`:
+its training, early stopping and restore); their test accuracy is dropped from the records unread.
+
+Writes ``DIR/cdnet_search[_<mode>].json``: the factors, every point's per-split validation accuracy and wall
+time, the choice after each factor, the refinement and the chosen point per dataset, the total wall time.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import multiprocessing
+import statistics
+import sys
+import time
+from collections.abc import Callable, Iterator
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass, field
+from typing import Any
+
+from experiments.common import artefact, machine_info, mode_of, runner_parser
+from experiments.graph.configs import ModelSpec, Training
+from experiments.graph.units import Unit, run_unit, task
+
+Point = dict[str, Any]
+
+#: The starting point: Strang splitting with exact (Chebyshev) diffusion sub-steps, two Euler convection steps.
+BASE: Point = dict(gamma=5.0, t1=1.0, hidden=64, input_dropout=0.5, hidden_dropout=0.5, head_dropout=0.0,
+                   encoder_activation="relu", propagate="features", integrator="split", method="chebyshev",
+                   n_steps=2, convection="euler")
+#: Values within this much mean validation accuracy of the best are tied; the fastest tied value is taken.
+TIE = 0.0025
+#: Explicit diffusion steps are stable for γT/n ≤ 2/λ_max; the search takes n for γT/n ≤ STABLE/λ_max.
+STABLE = 1.9
+
+
+def _set(**values: Any) -> Callable[[Point, dict[str, float]], Point]:
+    return lambda p, _: {**p, **values}
+
+
+def _convection_time(t1: float) -> Callable[[Point, dict[str, float]], Point]:
+    """T with the diffusion time γT kept: a shorter T weakens the convection only."""
+    return lambda p, _: {**p, "t1": t1, "gamma": p["gamma"] * p["t1"] / t1}
+
+
+def _diffusion_time(gt: float) -> Callable[[Point, dict[str, float]], Point]:
+    """γT with T kept (explicit / drift step counts follow stability)."""
+    return lambda p, info: _stable({**p, "gamma": gt / p["t1"]}, info)
+
+
+def _stable(p: Point, info: dict[str, float]) -> Point:
+    """Explicit diffusion steps (integrator explicit) and fixed-step drift solves need γT/n below the stability
+    bound: n is raised to the least stable count (rk4's real stability interval is 2.78, Euler's 2)."""
+    bound = {"explicit": STABLE, "drift": 2.5 if p["convection"] == "rk4" else STABLE}.get(p["integrator"])
+    if bound is None or p["convection"] == "dopri5":
+        return p
+    need = math.ceil(p["gamma"] * p["t1"] * info["lam_max"] / bound)
+    return {**p, "n_steps": max(p["n_steps"], need)}
+
+
+def _integrator(integrator: str, method: str = "chebyshev", convection: str = "euler"
+                ) -> Callable[[Point, dict[str, float]], Point]:
+    def apply(p: Point, info: dict[str, float]) -> Point:
+        q = {**p, "integrator": integrator, "method": method, "convection": convection}
+        if integrator == "split":
+            q["n_steps"] = BASE["n_steps"] if p["integrator"] != "split" else p["n_steps"]
+        else:
+            q["n_steps"] = 1
+        return _stable(q, info)
+    return apply
+
+
+def _convection(method: str) -> Callable[[Point, dict[str, float]], Point]:
+    return lambda p, info: _stable({**p, "convection": method}, info)
+
+
+def _steps(n: int) -> Callable[[Point, dict[str, float]], Point]:
+    return lambda p, info: _stable({**p, "n_steps": n}, info)
+
+
+@dataclass(frozen=True)
+class Factor:
+    """One coordinate of the search: named values, each a map from the current point to a new one."""
+
+    name: str
+    values: tuple[tuple[str, Callable[[Point, dict[str, float]], Point]], ...]
+
+
+FACTORS: tuple[Factor, ...] = (
+    Factor("head position (propagate)", (("features", _set(propagate="features")),
+                                         ("logits", _set(propagate="logits", head_dropout=0.0)))),
+    Factor("convection time T (γT kept)", tuple((f"T={t:g}", _convection_time(t)) for t in (0.1, 0.3, 1.0))),
+    Factor("diffusion time γT", tuple((f"γT={g:g}", _diffusion_time(g)) for g in (2.0, 5.0, 8.0))),
+    Factor("dropout (input / h(0) / head)", tuple(
+        (f"{a:g}/{b:g}/{c:g}", _set(input_dropout=a, hidden_dropout=b, head_dropout=c))
+        for a, b, c in ((0.5, 0.5, 0.0), (0.5, 0.0, 0.0), (0.0, 0.5, 0.0), (0.8, 0.5, 0.0), (0.5, 0.5, 0.5)))),
+    Factor("input encoder activation", tuple((a, _set(encoder_activation=a)) for a in ("relu", "tanh", "identity"))),
+    Factor("hidden width", tuple((str(h), _set(hidden=h)) for h in (32, 64, 128))),
+    Factor("integrator", (("split strang chebyshev", _integrator("split", "chebyshev")),
+                          ("split strang krylov", _integrator("split", "krylov")),
+                          ("explicit (lie, explicit diffusion steps)", _integrator("explicit")),
+                          ("drift rk4", _integrator("drift", convection="rk4")))),
+    Factor("steps n", tuple((f"n={n}", _steps(n)) for n in (1, 2, 4))),
+    Factor("convection sub-solver", tuple((c, _convection(c)) for c in ("euler", "rk4"))),
+)
+
+
+@dataclass(frozen=True)
+class SearchSize:
+    """Splits and epochs of one mode; factors: how many of FACTORS run (the smoke test runs two)."""
+
+    screen_splits: int = 3
+    refine_splits: int = 8
+    refine: int = 3
+    max_epochs: int = Training().max_epochs
+    factors: int = len(FACTORS)
+    datasets: tuple[str, ...] = ("cora", "citeseer")
+
+
+SIZES = {"smoke": SearchSize(1, 2, 2, max_epochs=2, factors=2, datasets=("cora",)), "reduced": SearchSize()}
+
+
+def point_key(p: Point) -> str:
+    return json.dumps(p, sort_keys=True)
+
+
+def _valid(p: Point, info: dict[str, float]) -> str | None:
+    """Why a point cannot be built (None if it can)."""
+    if p["propagate"] == "logits" and p["head_dropout"] > 0:
+        return "head dropout acts after the solve; with propagate=logits the head comes first"
+    return None
+
+
+@dataclass
+class Search:
+    """The runs of one dataset's search, cached by (point, split)."""
+
+    dataset: str
+    size: SearchSize
+    workers: int
+    info: dict[str, float] = field(default_factory=dict)
+    runs: dict[tuple[str, int], dict[str, Any]] = field(default_factory=dict)
+
+    def evaluate(self, points: list[Point], splits: range) -> list[dict[str, Any]]:
+        """Mean validation accuracy and wall time of each point over `splits` (missing runs are run)."""
+        todo = [(p, s) for p in points for s in splits if (point_key(p), s) not in self.runs]
+        todo = list({(point_key(p), s): (p, s) for p, s in todo}.values())
+        training = Training(max_epochs=self.size.max_epochs)
+        units = [Unit(self.dataset, False, ModelSpec("cdnet", "cdnet search", "cdnet", p), s, (0,), training,
+                      phase="search") for p, s in todo]
+        for (p, s), records in zip(todo, _execute(units, self.workers)):
+            r = records[0]
+            self.runs[(point_key(p), s)] = {"split": s, "val_acc": r["val_acc"], "val_loss": r["val_loss"],
+                                            "epochs": r["epochs"], "wall_s": r["wall_s"], "nan": r["nan"]}
+            print(f"[search] {self.dataset:8s} split {s} val {r['val_acc']:.3f} epochs {r['epochs']:4d} "
+                  f"{r['wall_s']:5.1f} s  {point_key(p)}", flush=True)
+        return [self.score(p, splits) for p in points]
+
+    def score(self, p: Point, splits: range) -> dict[str, Any]:
+        rs = [self.runs[(point_key(p), s)] for s in splits]
+        return {"point": p, "splits": list(splits), "val_acc": [r["val_acc"] for r in rs],
+                "val_mean": statistics.fmean(0.0 if r["nan"] else r["val_acc"] for r in rs),
+                "wall_mean_s": statistics.fmean(r["wall_s"] for r in rs),
+                "epochs_mean": statistics.fmean(r["epochs"] for r in rs)}
+
+
+def pick(scores: list[dict[str, Any]], tie: float = TIE) -> int:
+    """Index of the best mean validation accuracy; among those within `tie` of it, the fastest."""
+    best = max(s["val_mean"] for s in scores)
+    tied = [i for i, s in enumerate(scores) if s["val_mean"] >= best - tie]
+    return min(tied, key=lambda i: (scores[i]["wall_mean_s"], -scores[i]["val_mean"]))
+
+
+def search(dataset: str, size: SearchSize, workers: int) -> dict[str, Any]:
+    """The greedy screen, then the refinement of its best points (see the module docstring)."""
+    t = task(dataset, False)
+    s = Search(dataset, size, workers, info={"lam_max": t.lam_max})
+    screen = range(size.screen_splits)
+    current = dict(BASE)
+    steps = []
+    for factor in FACTORS[:size.factors]:
+        tried, refused = [], []
+        for label, apply in factor.values:
+            p = apply(current, s.info)
+            why = _valid(p, s.info)
+            if why:
+                refused.append({"value": label, "why": why})
+            else:
+                tried.append((label, p))
+        scores = s.evaluate([p for _, p in tried], screen)
+        best = pick(scores)
+        current = tried[best][1]
+        values = [{"value": label, **sc} for (label, _), sc in zip(tried, scores)]
+        steps.append({"factor": factor.name, "values": values, "refused": refused, "chosen": tried[best][0]})
+    screened = {point_key(p): s.score(p, screen) for (key, split), _ in s.runs.items()
+                for p in [json.loads(key)] if split in screen}
+    top = sorted(screened.values(), key=lambda sc: (-sc["val_mean"], sc["wall_mean_s"]))[:size.refine]
+    refine = range(size.refine_splits)
+    refined = s.evaluate([sc["point"] for sc in top], refine)
+    chosen = refined[pick(refined)]
+    return {"dataset": dataset, "lam_max": t.lam_max, "screen_splits": list(screen), "steps": steps,
+            "refine_splits": list(refine), "refined": refined, "chosen": chosen,
+            "runs": [{"point": json.loads(k), **r} for (k, _), r in s.runs.items()]}
+
+
+def _execute(units: list[Unit], workers: int) -> Iterator[list[dict[str, Any]]]:
+    """Units in this process or a pool of forked ones (one torch thread each), in order; test accuracy removed."""
+    def clean(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        return [{k: v for k, v in r.items() if k != "test_acc"} for r in records]
+    if workers <= 1:
+        for u in units:
+            yield clean(run_unit(u))
+        return
+    from experiments.graph.run import _init_worker
+    with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("fork"),
+                             initializer=_init_worker) as pool:
+        for records in pool.map(run_unit, units):
+            yield clean(records)
+
+
+def _parse(argv: list[str] | None) -> argparse.Namespace:
+    p = runner_parser(__doc__, "tiny search for CI (seconds)", "not defined: the reduced search is the search")
+    p.add_argument("--datasets", nargs="+", choices=("cora", "citeseer"), help="default: both (smoke: cora)")
+    p.add_argument("--workers", type=int, default=1, help="processes (one run per task; default 1)")
+    p.add_argument("--merge", action="store_true",
+                   help="keep the other datasets of an existing record (datasets run now replace theirs)")
+    return p.parse_args(argv)
+
+
+def merge(old: dict[str, Any], new: dict[str, Any]) -> dict[str, Any]:
+    """`new` with the datasets of `old` that it did not run; commands, wall times and workers of both kept."""
+    kept = {ds: res for ds, res in old["datasets"].items() if ds not in new["datasets"]}
+    if not kept:
+        return new
+    return {**new, "datasets": {**kept, **new["datasets"]}, "wall_s": old["wall_s"] + new["wall_s"],
+            "command": "; ".join((old["command"], new["command"])),
+            "workers": max(old["workers"], new["workers"])}
+
+
+def main(argv: list[str] | None = None) -> dict[str, Any]:
+    args = _parse(argv)
+    mode = mode_of(args)
+    if mode == "full":
+        raise SystemExit("search_cdnet has no --full mode: the reduced search is the search")
+    size = SIZES[mode]
+    datasets = tuple(args.datasets) if args.datasets else size.datasets
+    start_info, start = machine_info(), time.perf_counter()
+    results = {}
+    for ds in datasets:
+        t0 = time.perf_counter()
+        results[ds] = search(ds, size, args.workers)
+        results[ds]["wall_s"] = time.perf_counter() - t0
+    payload = {
+        "mode": mode,
+        "command": "python -m experiments.graph.search_cdnet" + "".join(
+            f" {a}" for a in (sys.argv[1:] if argv is None else argv)),
+        "machine": start_info, "loadavg_end": machine_info()["loadavg"], "wall_s": time.perf_counter() - start,
+        "workers": args.workers, "base": BASE, "tie": TIE,
+        "factors": [{"name": f.name, "values": [v for v, _ in f.values]} for f in FACTORS[:size.factors]],
+        "size": {"screen_splits": size.screen_splits, "refine_splits": size.refine_splits, "refine": size.refine,
+                 "max_epochs": size.max_epochs, "inits": 1, "init_seed": "1000·split"},
+        "training": vars(Training(max_epochs=size.max_epochs)),
+        "datasets": results,
+    }
+    args.out.mkdir(parents=True, exist_ok=True)
+    path = args.out / artefact("cdnet_search", mode, "json")
+    if args.merge and path.exists():
+        payload = merge(json.loads(path.read_text()), payload)
+    path.write_text(json.dumps(payload, indent=1, default=str))
+    print(f"wrote {path} ({payload['wall_s']:.0f} s)")
+    return payload
+
+
+if __name__ == "__main__":
+    main()

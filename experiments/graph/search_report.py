@@ -1,0 +1,75 @@
+"""The continuous net's search in the graph report: its grid, validation scores and chosen point, from the
+record `cdnet_search.json` (`experiments.graph.search_cdnet`)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+def describe(p: dict[str, Any]) -> str:
+    """A search point in words: head position, T, γ, width, dropouts, encoder, integrator and steps."""
+    if p["integrator"] == "split":
+        integ = f"Strang splitting, {p['method']} diffusion sub-steps"
+    elif p["integrator"] == "explicit":
+        integ = "Lie splitting, explicit diffusion steps"
+    else:
+        integ = "−γLh in the drift"
+    conv = p["convection"] if p["convection"] == "dopri5" else f"{p['convection']}, n = {p['n_steps']}"
+    head = "predict then propagate (head before the solve)" if p["propagate"] == "logits" else \
+        "head after the solve"
+    return (f"{head}; T = {p['t1']:g}, γ = {p['gamma']:g} (γT = {p['gamma'] * p['t1']:g}); width {p['hidden']}; "
+            f"dropout {p['input_dropout']:g} / {p['hidden_dropout']:g} / {p['head_dropout']:g} (input / h(0) / "
+            f"head); encoder activation {p['encoder_activation']}; {integ} ({conv})")
+
+
+def short(p: dict[str, Any]) -> str:
+    """A table label for a point: head position, integrator, T and γT."""
+    integ = {"split": f"split {p['method']}", "explicit": "explicit", "drift": f"drift {p['convection']}"}
+    head = "head first, " if p["propagate"] == "logits" else ""
+    return f"{head}{integ[p['integrator']]}, T={p['t1']:g}, γT={p['gamma'] * p['t1']:g}, n={p['n_steps']}"
+
+
+def _pct(v: float) -> str:
+    return f"{100 * v:.2f}"
+
+
+def search_section(search: dict[str, Any] | None) -> list[str]:
+    """Markdown: per dataset, every factor's values with their mean validation accuracy and time per run, the
+    refinement of the best points, and the chosen point (empty without a record)."""
+    if not search:
+        return []
+    size = search["size"]
+    out = [
+        "## Continuous net: validation-only search",
+        "",
+        f"`{search['command']}` ({search['wall_s'] / 60:.1f} min, {search['workers']} process(es); raw record "
+        "`cdnet_search.json`). Greedy coordinate search from a base point: each factor in turn tries its values "
+        f"with the others at the current choice, scored by mean validation accuracy over random splits "
+        f"0–{size['screen_splits'] - 1} (one initialisation each); values within {100 * search['tie']:g} points of "
+        "the best are tied and the fastest is taken. The "
+        f"{size['refine']} best points of the screen then run on splits 0–{size['refine_splits'] - 1} and the best "
+        "mean validation accuracy there is chosen. Test accuracy is not recorded. *s per run*: wall time per run "
+        "under the load of the moment (a shared machine; a point keeps the time of its first runs), so times "
+        "of points run at different moments compare only roughly.",
+        "",
+    ]
+    for ds, res in search["datasets"].items():
+        out += [f"### {ds.capitalize()}", "", "| factor | value | val acc % (mean) | per split | s per run | |",
+                "|---|---|---|---|---|---|"]
+        for step in res["steps"]:
+            for v in step["values"]:
+                mark = "**chosen**" if v["value"] == step["chosen"] else ""
+                splits = " ".join(_pct(a) for a in v["val_acc"])
+                out.append(f"| {step['factor']} | {v['value']} | {_pct(v['val_mean'])} | {splits} | "
+                           f"{v['wall_mean_s']:.1f} | {mark} |")
+            for r in step.get("refused", []):
+                out.append(f"| {step['factor']} | {r['value']} | refused: {r['why']} | | | |")
+        chosen = res["chosen"]
+        out += ["", f"Refinement on {len(res['refine_splits'])} splits:", "",
+                "| point | val acc % (mean) | s per run | |", "|---|---|---|---|"]
+        for r in res["refined"]:
+            mark = "**chosen**" if r["point"] == chosen["point"] else ""
+            out.append(f"| {describe(r['point'])} | {_pct(r['val_mean'])} | {r['wall_mean_s']:.1f} | {mark} |")
+        out += ["", f"Chosen for {ds.capitalize()}: {describe(chosen['point'])}; mean validation accuracy "
+                    f"{_pct(chosen['val_mean'])}% over {len(chosen['splits'])} splits.", ""]
+    return out
