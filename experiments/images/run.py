@@ -9,6 +9,7 @@ the graph model at every γ of the grid), full (digits 5 seeds, MNIST all 70,000
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import math
 import os
@@ -34,6 +35,9 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--only", choices=("digits", "mnist"), default=None, help="run one dataset only")
     p.add_argument("--kinds", nargs="+", choices=(*KINDS, *EXTRA_KINDS), default=None,
                    help="run only these models (default: the mode's models)")
+    p.add_argument("--labels", nargs="+", type=int, default=None,
+                   help="run only these labels per class (default: the mode's); with --merge, one budget at a time "
+                        "keeps what finished")
     p.add_argument("--merge", action="store_true",
                    help="add to the runs of DIR/images_<mode>.json (replacing runs with the same dataset, labels, "
                         "model, seed and graph grid point) instead of starting afresh; the choice on validation is "
@@ -70,6 +74,10 @@ def _log(r: dict[str, Any]) -> None:
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     args = _parse(argv)
     settings = settings_for(mode_of(args))
+    if args.labels is not None:
+        if any(n < 1 for n in args.labels):
+            raise ConfigError(f"--labels takes labels per class ≥ 1, got {args.labels}")
+        settings = dataclasses.replace(settings, labels=tuple(args.labels))
     out: Path = args.out
     out.mkdir(parents=True, exist_ok=True)
     info = machine_info()
@@ -110,6 +118,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         commands = [*old.get("commands", [old["command"]]), command]
         wall += old.get("wall_s", 0.0)
         info = old["machine"]
+    # the settings record the labels per class of every run kept (several --labels invocations merged)
+    settings = dataclasses.replace(settings, labels=tuple(sorted({r["labels_per_class"] for r in runs})))
     selection = select(runs)
     payload = {
         "mode": settings.mode, "seeds": list(settings.seeds), "mnist_seeds": list(settings.mnist_seeds),
