@@ -193,10 +193,14 @@ def markdown(payload: dict[str, Any], settings: Settings) -> str:
     if n_val_mnist:
         val_parts.append(f"MNIST: {s.mnist_val_per_class} points per class ({n_val_mnist}) drawn (seeded) from the "
                          "points not labelled for training")
+    ran = {ds: any(k.startswith(f"{ds}/") for k in summary) for ds in ("digits", "mnist")}
+    seeds_text = ", ".join(f"{name} seeds {list(seeds)}" for name, seeds, ds in
+                           (("digits", s.seeds, "digits"), ("MNIST", s.mnist_seeds, "mnist")) if ran[ds])
+    absent = [(name, ds) for name, ds in (("Digits", "digits"), ("MNIST", "mnist")) if not ran[ds]]
     lines = [
         "# Semi-supervised images: no diffusion vs graph diffusion vs SDE noise",
         "",
-        f"Mode **{s.mode}**: digits seeds {list(s.seeds)}, MNIST seeds {list(s.mnist_seeds)}; labels per class "
+        f"Mode **{s.mode}**: {seeds_text}; labels per class "
         f"{list(s.labels)}. Total wall time {payload['wall_s']:.0f} s. Raw per-run records: "
         f"`images_{s.mode}.json`.",
         "",
@@ -240,6 +244,9 @@ def markdown(payload: dict[str, Any], settings: Settings) -> str:
         f"the PCA features; plain full-batch torch loop, {s.mnist_epochs} Adam steps.",
         "",
     ]
+    for name, flag in absent:
+        lines += [f"{name} is not in this record: `python -m experiments.images.run --only {flag} --merge` adds "
+                  "its runs.", ""]
     sel_head = ("validation accuracy of the graph model over the grid (mean ± std (n seeds); bold: chosen)")
     if any(k.startswith("digits/") for k in summary):
         lines += ["## Digits: accuracy on the unlabelled points outside validation (mean ± std (n runs)"
