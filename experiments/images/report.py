@@ -268,9 +268,12 @@ def markdown(payload: dict[str, Any], settings: Settings) -> str:
             lines += [f"## MNIST: {sel_head}", ""]
             lines += selection_table(selection, "mnist", s.labels, steps_vary)
             lines += ["", *_selection_prose(selection, "mnist", s.labels, "MNIST", steps_vary), ""]
+    n_grid = len({(p["gamma"], p["n_steps"]) for sel in selection.values() for p in sel["grid"]})
+    grid_cost = (f" Choosing the graph model trains it at each of the {n_grid} grid points: {n_grid} such runs per "
+                 "seed." if n_grid > 1 else "")
     lines += [
         "The last column of the accuracy tables gives the mean training time of one run per model, in the column "
-        "order.",
+        f"order.{grid_cost}",
         "Digits models are built by the LightningModule with `network=\"cdnet\"` (`--model.network cdnet`), i.e. "
         "the same `ConvectionDiffusionNet` for every diffusion kind; `no diffusion, module default net` is "
         "`network=\"default\"` with `--model.diffusion.kind none` (linear encoder without tanh, dropout after it, "

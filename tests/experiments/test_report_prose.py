@@ -196,6 +196,7 @@ def test_images_report_states_the_fixture():
     assert "| 1 | 0.650 ± 0.071 (2) | **0.800 ± 0.000 (2)** | 0.700 ± 0.283 (2) | γ=3 |" in md
     assert "* Digits, 1 label per class: γ=3 chosen, mean validation accuracy 0.800 over 2 seeds." in md
     assert "edge of the grid" not in md
+    assert "Choosing the graph model trains it at each of the 3 grid points: 3 such runs per seed." in md
     # a record of one dataset says so, and how to add the other
     assert "digits seeds [0, 1]; labels per class [1]" in md and "MNIST seeds" not in md
     assert "MNIST is not in this record: `python -m experiments.images.run --only mnist --merge` adds its runs." in md
@@ -217,7 +218,7 @@ def test_images_report_states_the_fixture():
         r["n_points"] = 300
     md = report.markdown(_images_payload(report, runs), settings)
     assert "300 points" in md and "chosen on validation" not in md.split("## Digits")[1]
-    assert "trained at every γ" not in md
+    assert "trained at every γ" not in md and "Choosing the graph model" not in md
     runs.append(dict(runs[0], dataset="mnist", n_points=600))
     md = report.markdown(_images_payload(report, runs), settings)
     assert "digits seeds [0, 1], MNIST seeds [0]" in md and "not in this record" not in md
