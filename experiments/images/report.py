@@ -234,16 +234,20 @@ def markdown(payload: dict[str, Any], settings: Settings) -> str:
         f"{hp['sde_solver']['step_size']:g}; one "
         f"path per training step; evaluation = Feynman–Kac Monte Carlo mean of the softmax over "
         f"{hp['n_samples']} paths.",
-        f"* **digits** (scikit-learn 8×8{f', {n_digits} points' if n_digits else ''}, 64 pixel features in "
-        "[0, 1]): `DigitsDataModule("
-        f"transductive=True, labels_per_class=L, seed)` trained by a Lightning `Trainer` on "
-        f"`ContinuousDepthClassifier` for {s.digits_epochs} epochs. The data module's stratified split also "
-        f"holds out a {test_pct} test split; its accuracy is the second table (what `cdflow fit` reports).",
-        f"* **MNIST**: {n_mnist} images drawn stratified (seeded) from the train + test files, pixels / 255, "
-        f"PCA to {s.pca_dim} dimensions (`torch.pca_lowrank`, centred, scaled to unit overall std), kNN graph over "
-        f"the PCA features; plain full-batch torch loop, {s.mnist_epochs} Adam steps.",
-        "",
     ]
+    if ran["digits"]:
+        lines.append(
+            f"* **digits** (scikit-learn 8×8{f', {n_digits} points' if n_digits else ''}, 64 pixel features in "
+            "[0, 1]): `DigitsDataModule("
+            f"transductive=True, labels_per_class=L, seed)` trained by a Lightning `Trainer` on "
+            f"`ContinuousDepthClassifier` for {s.digits_epochs} epochs. The data module's stratified split also "
+            f"holds out a {test_pct} test split; its accuracy is the second table (what `cdflow fit` reports).")
+    if ran["mnist"]:
+        lines.append(
+            f"* **MNIST**: {n_mnist} images drawn stratified (seeded) from the train + test files, pixels / 255, "
+            f"PCA to {s.pca_dim} dimensions (`torch.pca_lowrank`, centred, scaled to unit overall std), kNN graph "
+            f"over the PCA features; plain full-batch torch loop, {s.mnist_epochs} Adam steps.")
+    lines.append("")
     for name, flag in absent:
         lines += [f"{name} is not in this record: `python -m experiments.images.run --only {flag} --merge` adds "
                   "its runs.", ""]

@@ -1,5 +1,7 @@
 """``python -m experiments.images.run [--smoke|--full] [--out DIR]``: semi-supervised digits and MNIST.
 
+``--report-only`` rebuilds the markdown from the json.
+
 Writes ``DIR/images.md`` (``images_<mode>.md`` in smoke and full mode) and ``DIR/images_<mode>.json`` (every run's
 record, and the graph model's γ chosen on validation accuracy per dataset and labels per class). Default DIR:
 experiments/results. Modes: smoke (CI, seconds), reduced (default: digits 3 seeds, MNIST 10,000 points 2 seeds;
@@ -22,7 +24,7 @@ import torch
 
 from cdflow.errors import ConfigError
 from experiments.common import artefact, mode_of, runner_parser
-from experiments.images.config import EXTRA_KINDS, KINDS, settings_for
+from experiments.images.config import EXTRA_KINDS, KINDS, Settings, settings_for
 from experiments.images.digits import run_digits
 from experiments.images.mnist import run_mnist
 from experiments.images.mnist_data import mnist_points, pca_features
@@ -38,6 +40,9 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--labels", nargs="+", type=int, default=None,
                    help="run only these labels per class (default: the mode's); with --merge, one budget at a time "
                         "keeps what finished")
+    p.add_argument("--report-only", action="store_true",
+                   help="rebuild DIR's markdown from DIR/images_<mode>.json (its settings, choice and summary); "
+                        "runs nothing")
     p.add_argument("--merge", action="store_true",
                    help="add to the runs of DIR/images_<mode>.json (replacing runs with the same dataset, labels, "
                         "model, seed and graph grid point) instead of starting afresh; the choice on validation is "
@@ -74,6 +79,13 @@ def _log(r: dict[str, Any]) -> None:
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     args = _parse(argv)
     settings = settings_for(mode_of(args))
+    if args.report_only:
+        if args.only or args.kinds or args.labels or args.merge:
+            raise ConfigError("--report-only runs nothing: --only, --kinds, --labels and --merge do not apply")
+        payload = json.loads((args.out / f"images_{settings.mode}.json").read_text())
+        settings = Settings(**{k: tuple(v) if isinstance(v, list) else v for k, v in payload["settings"].items()})
+        (args.out / artefact("images", settings.mode, "md")).write_text(markdown(payload, settings))
+        return payload
     if args.labels is not None:
         if any(n < 1 for n in args.labels):
             raise ConfigError(f"--labels takes labels per class ≥ 1, got {args.labels}")

@@ -9,6 +9,8 @@ import statistics
 import pytest
 from smoke_runner import experiments_module, run_smoke
 
+from cdflow.errors import ConfigError
+
 KINDS = ("none", "graph", "noise")
 
 
@@ -79,3 +81,17 @@ def test_images_smoke_outputs_are_well_formed(tmp_path):
         assert entry["n"] == len(rs) >= 1
         assert entry["unlabelled_mean"] == pytest.approx(statistics.fmean(r["unlabelled_acc"] for r in rs))
         assert f"{entry['unlabelled_mean']:.3f} ± {entry['unlabelled_std']:.3f} ({entry['n']})" in md
+    # the report is a function of the json: --report-only rebuilds the same page from it
+    (tmp_path / "images_smoke.md").unlink()
+    run = experiments_module("images.run")
+    run.main(["--smoke", "--out", str(tmp_path), "--report-only"])
+    assert (tmp_path / "images_smoke.md").read_text() == md
+
+
+def test_images_report_only_refuses_run_options(tmp_path):
+    run = experiments_module("images.run")
+    for extra in (["--merge"], ["--only", "digits"], ["--labels", "1"], ["--kinds", "none"]):
+        with pytest.raises(ConfigError, match="runs nothing"):
+            run.main(["--smoke", "--out", str(tmp_path), "--report-only", *extra])
+    with pytest.raises(ConfigError, match="≥ 1"):
+        run.main(["--smoke", "--out", str(tmp_path), "--labels", "0"])

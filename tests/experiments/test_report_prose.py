@@ -198,7 +198,7 @@ def test_images_report_states_the_fixture():
     assert "edge of the grid" not in md
     assert "Choosing the graph model trains it at each of the 3 grid points: 3 such runs per seed." in md
     # a record of one dataset says so, and how to add the other
-    assert "digits seeds [0, 1]; labels per class [1]" in md and "MNIST seeds" not in md
+    assert "digits seeds [0, 1]; labels per class [1]" in md and "MNIST seeds" not in md and "* **MNIST**" not in md
     assert "MNIST is not in this record: `python -m experiments.images.run --only mnist --merge` adds its runs." in md
     # another fixture, another choice: γ = 10 best on validation, at the edge of the grid
     runs = _images_runs({1.0: (0.6, 0.7), 3.0: (0.8, 0.8), 10.0: (0.9, 0.9)})
@@ -221,7 +221,7 @@ def test_images_report_states_the_fixture():
     assert "trained at every γ" not in md and "Choosing the graph model" not in md
     runs.append(dict(runs[0], dataset="mnist", n_points=600))
     md = report.markdown(_images_payload(report, runs), settings)
-    assert "digits seeds [0, 1], MNIST seeds [0]" in md and "not in this record" not in md
+    assert "digits seeds [0, 1], MNIST seeds [0]" in md and "not in this record" not in md and "* **MNIST**" in md
 
 
 # ----------------------------------------------------------------------------------------------------------- toys
