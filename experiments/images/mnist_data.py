@@ -46,3 +46,9 @@ def labelled_mask(y: torch.Tensor, per_class: int, seed: int) -> torch.Tensor:
     """Boolean mask of `per_class` labelled points per class (seeded); every other point is unlabelled."""
     pool = np.ones(len(y), dtype=bool)
     return torch.from_numpy(labelled_subset(y.numpy(), pool, per_class, seed))
+
+
+def validation_mask(y: torch.Tensor, labelled: torch.Tensor, per_class: int, seed: int) -> torch.Tensor:
+    """Boolean mask of `per_class` validation points per class drawn (seeded) from the points outside `labelled`;
+    they are scored for model selection only, never trained on and never in the reported accuracy."""
+    return torch.from_numpy(labelled_subset(y.numpy(), ~labelled.numpy(), per_class, seed))
