@@ -155,11 +155,13 @@ def _planned_epochs(config: Path) -> int | None:
 
 
 def _epochs_completed(checkpoint: dict[str, Any]) -> int | None:
-    """The epoch a Lightning checkpoint resumes at (its fit loop's completed epochs: Lightning's
-    ``current_epoch`` after restoring, which it refuses above ``max_epochs``), if it says."""
+    """The epochs a Lightning checkpoint has trained: its fit loop's ``processed`` epochs (increased before
+    ``on_train_epoch_end``, where checkpoints are saved; Lightning stops once it reaches ``max_epochs``), or
+    ``completed`` for checkpoints without it, if it says."""
     try:
-        return int(checkpoint["loops"]["fit_loop"]["epoch_progress"]["current"]["completed"])
-    except (KeyError, TypeError, ValueError):
+        current = checkpoint["loops"]["fit_loop"]["epoch_progress"]["current"]
+        return int(current.get("processed", current["completed"]))
+    except (KeyError, TypeError, ValueError, AttributeError):
         return None
 
 
@@ -331,10 +333,11 @@ class CdflowCLI(LightningCLI):
                     raise ConfigError(f"--ckpt_path {path} resumes a run planned for {planned} epochs ({beside}), but "
                                       f"no --trainer.max_epochs is given: Lightning would train on to its default of "
                                       f"1000 epochs. Give --trainer.max_epochs N, or --config {beside}")
-            if done is not None and max_epochs not in (None, -1) and done > max_epochs:
-                raise ConfigError(f"--ckpt_path {path} resumes at epoch {done} (counting from 0), past "
-                                  f"--trainer.max_epochs {max_epochs}: raise --trainer.max_epochs to train on from "
-                                  f"it, or evaluate it with cdflow test --ckpt_path {path}")
+            if done is not None and max_epochs not in (None, -1) and done >= max_epochs:
+                raise ConfigError(f"--ckpt_path {path} has trained {done} epoch{'s' if done != 1 else ''}, and "
+                                  f"--trainer.max_epochs is {max_epochs}: nothing is left to train. Raise "
+                                  f"--trainer.max_epochs to train on from it, or evaluate it with cdflow test "
+                                  f"--ckpt_path {path}")
 
     def _check_data_root(self) -> None:
         """A data module given an explicit ``root`` that does not exist fails now, before any run directory."""

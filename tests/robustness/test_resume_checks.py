@@ -49,7 +49,7 @@ def test_a_refused_resume_leaves_the_run_folder_as_it_was(tmp_path, capsys):
         _fit(root, tmp_path / "other.csv", "--trainer.max_epochs", "1", "--ckpt_path",
              str(newest / "checkpoints" / "last.ckpt"))
     err = capsys.readouterr().err
-    assert info.value.code == 2 and "resumes at epoch 2 (counting from 0), past --trainer.max_epochs 1" in err
+    assert info.value.code == 2 and "has trained 3 epochs, and --trainer.max_epochs is 1: nothing is left to train" in err
     assert (newest / "config.yaml").read_bytes() == config_before
 
 
@@ -79,3 +79,36 @@ def test_a_resume_without_an_epoch_limit_is_refused_not_run_to_lightnings_defaul
     assert info.value.code == 2 and "planned for 1 epochs" in err and "no --trainer.max_epochs is given" in err
     assert f"--config {root / 'config.yaml'}" in err and "1000 epochs" in err and "Traceback" not in err
     assert not (root / "version_1").exists()  # refused before a run folder was claimed
+
+
+def test_a_resume_of_a_finished_run_at_the_same_epoch_limit_is_refused_not_reported_as_trained(tmp_path, capsys):
+    root = tmp_path / "runs"
+    table = _table(tmp_path / "wine.csv", ("red", "white"))
+    _fit(root, table, "--trainer.max_epochs", "1", "--model.hidden", "8")
+    ckpt = root / "checkpoints" / "last.ckpt"
+    with pytest.raises(SystemExit) as info:
+        _fit(root, table, "--trainer.max_epochs", "1", "--model.hidden", "8", "--ckpt_path", str(ckpt))
+    err = capsys.readouterr().err
+    assert info.value.code == 2 and "has trained 1 epoch, and --trainer.max_epochs is 1" in err
+    _fit(root, table, "--trainer.max_epochs", "2", "--model.hidden", "8", "--ckpt_path", str(ckpt))  # one more: runs
+    assert "1 epoch, 2 steps this run" in capsys.readouterr().out
+
+
+def test_a_resume_with_more_epochs_replans_the_cosine_schedule_and_trains(tmp_path, capsys):
+    """The checkpoint's cosine schedule ends at rate 0 after its 1 epoch: resumed to 3 epochs it is re-planned
+    (said so), and the resumed epochs change the weights (they did not: the restored plan's rate was 0)."""
+    import torch
+
+    root = tmp_path / "runs"
+    table = _table(tmp_path / "wine.csv", ("red", "white"))
+    _fit(root, table, "--trainer.max_epochs", "1", "--model.hidden", "8", "--model.scheduler", "cosine")
+    ckpt = root / "checkpoints" / "last.ckpt"
+    before = torch.load(ckpt, weights_only=False)["state_dict"]
+    capsys.readouterr()
+    _fit(root, table, "--trainer.max_epochs", "3", "--model.hidden", "8", "--model.scheduler", "cosine",
+         "--ckpt_path", str(ckpt))
+    out = capsys.readouterr().out
+    assert "planned over 1 epochs; re-planned over --trainer.max_epochs 3 from epoch 1" in out
+    after = torch.load(root / "version_1" / "checkpoints" / "last.ckpt", weights_only=False)["state_dict"]
+    moved = max(float((after[k] - before[k]).abs().max()) for k in before if before[k].is_floating_point())
+    assert moved > 1e-4

@@ -44,7 +44,9 @@ def test_resumed_run_counts_this_run_and_the_total_and_names_the_last_checkpoint
     first = capsys.readouterr().out
     assert _line(first, "fit:").startswith("fit:         1 epoch, 2 steps in ")
     # The test of the best checkpoint restores the callbacks' state of that older file: last is still shown.
-    assert "last: last.ckpt); resume with --ckpt_path" in _line(first, "checkpoints:")
+    hint = _line(first, "checkpoints:")
+    assert "last: last.ckpt); resume (raise --trainer.max_epochs to train on): cdflow fit " in hint
+    assert hint.endswith(f"--ckpt_path {root / 'checkpoints' / 'last.ckpt'}") or hint.endswith("checkpoints/last.ckpt")
 
     run_cli(_quick(root, 3, "--trainer.callbacks", "[]", "--ckpt_path", "last"))
     fit = _line(capsys.readouterr().out, "fit:")

@@ -105,9 +105,9 @@ class ConvectionDiffusionNet(nn.Module):
             check_sde(self.solver, self.noise.noise_type)
             self.mean_field_solver = mean_field_spec(self.solver)
             self.register_buffer("sde_calls", torch.zeros((), dtype=torch.long))
-        else:
+        self.diffusion.check_solver(self.solver)  # first: settings this diffusion does not use are named as such
+        if kind != "noise":
             self.solver.check_ode()
-        self.diffusion.check_solver(self.solver)
         self.last_uncertainty: Tensor | None = None
         self._stats_parts: list[SolveStats] = []
         self.diffusion_stats: DiffusionStats | None = None

@@ -85,6 +85,9 @@ class DiffusionSpec:
         if solver.adjoint_method is not None:
             raise ConfigError("solver.adjoint_method is not used by the exponential integrator (its adjoint uses the "
                               "same exponential pair): drop it")
+        if solver.adjoint == "checkpoint":
+            raise ConfigError("solver.adjoint='checkpoint' is not implemented for the exponential integrator: use "
+                              "--model.solver.adjoint none (backprop through its steps) or backsolve (its own adjoint)")
 
 
 def _default(name: str) -> object:

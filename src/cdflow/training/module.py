@@ -511,6 +511,19 @@ class ContinuousDepthClassifier(L.LightningModule):
         where = StepContext(self.current_epoch, batch_idx, self.global_step)
         self.guard.failed(cause, where, solve_stats(self.net), latest_checkpoint(trainer), stats_are_current)
 
+    def on_train_start(self) -> None:
+        """A resumed run with another ``max_epochs``: the cosine schedule restored from the checkpoint was planned
+        over the old number of epochs (at its end the rate is 0, after it it climbs back); it is re-planned over
+        ``trainer.max_epochs`` from the epoch reached (the closed-form rate there), and said so."""
+        from cdflow.training.optim import replan_cosine
+
+        for config in self.trainer.lr_scheduler_configs:
+            old = replan_cosine(config.scheduler, self.trainer.max_epochs)
+            if old is not None and self.global_rank == 0:
+                print(f"cdflow: the cosine learning-rate schedule of the checkpoint was planned over {old} epochs; "
+                      f"re-planned over --trainer.max_epochs {self.trainer.max_epochs} from epoch "
+                      f"{config.scheduler.last_epoch} (rate now {config.scheduler.get_last_lr()[0]:.3g})")
+
     def on_train_epoch_start(self) -> None:
         self._epoch_started = time.perf_counter()
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable, Sequence
 from typing import Any, Literal
 
@@ -67,3 +68,22 @@ def build_scheduler(
     else:
         raise ConfigError(f"unknown scheduler {name!r}; valid: none, multistep, cosine")
     return {"scheduler": sched, "interval": "epoch"}
+
+
+def replan_cosine(scheduler: Any, max_epochs: int | None) -> int | None:
+    """Re-plan a `CosineAnnealingLR` restored from a checkpoint of a run with another ``max_epochs``: T_max becomes
+    `max_epochs` and each group's rate the closed form η_min + (η₀ − η_min)(1 + cos(π e / T_max))/2 at the epoch e
+    reached, from which the scheduler's recursive update goes on. Returns the old T_max, or None if nothing changed."""
+    if not isinstance(scheduler, torch.optim.lr_scheduler.CosineAnnealingLR) or not max_epochs or max_epochs < 1:
+        return None
+    old = scheduler.T_max
+    if old == max_epochs:
+        return None
+    scheduler.T_max = max_epochs
+    e = min(scheduler.last_epoch, max_epochs)
+    rates = [scheduler.eta_min + (base - scheduler.eta_min) * (1 + math.cos(math.pi * e / max_epochs)) / 2
+             for base in scheduler.base_lrs]
+    for group, rate in zip(scheduler.optimizer.param_groups, rates):
+        group["lr"] = rate
+    scheduler._last_lr = rates
+    return old

@@ -139,7 +139,9 @@ def run_summary(
     if dirpath and Path(dirpath).is_dir():
         best = best_weights or getattr(ckpt, "best_model_path", "") or "-"
         lines.append(f"  checkpoints: {_rel(dirpath)} (best: {Path(best).name}, last: {Path(last or '-').name})"
-                     + (f"; resume with --ckpt_path {_rel(last)}" if last and not trainer.interrupted else ""))
+                     + ("; resume (raise --trainer.max_epochs to train on): "
+                        f"{resume_command(args, _rel(last), config and _rel(config))}"
+                        if last and not trainer.interrupted else ""))
     if trainer.interrupted:
         saved = next((getattr(cb, "_last_global_step_saved", None) for cb in trainer.checkpoint_callbacks
                       if isinstance(cb, LastCheckpoint)), None)
