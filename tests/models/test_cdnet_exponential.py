@@ -62,8 +62,6 @@ def test_gradients_with_learnable_gamma() -> None:
     ({"scheme": "lie"}, {}, "scheme"),
     ({"method": "chebyshev"}, {}, "method"),
     ({}, {"method": "bosh3"}, "solver.method"),
-    ({}, {"method": "rk4"}, "not used by the exponential integrator"),  # not "fixed-step: set step_size"
-    ({}, {"adjoint": "backsolve", "adjoint_method": "rk4"}, "adjoint_method is not used"),
     ({}, {"adjoint": "backsolve", "adjoint_method": "dopri5"}, "adjoint_method"),
     ({}, {"adjoint": "checkpoint"}, "checkpoint"),
     ({}, {"adjoint": "checkpoint", "checkpoints": 2}, "checkpoint"),
