@@ -24,7 +24,7 @@ from cdflow.heat.phi import PhiComb
 class ExpRKTableau:
     """An embedded exponential Runge–Kutta pair (see the module docstring).
 
-    c: nodes c_0 = 0, c_1, …, c_{s−1}; a[i−1][j−1]: a_ij for stages i = 1..s−1 and j = 1..i−1 (the D_j);
+    c: nodes c_0 = 0, c_1, …, c_{s−1}; ``a[i−1][j−1]``: a_ij for stages i = 1..s−1 and j = 1..i−1 (the D_j);
     b, b_hat: weights of D_1..D_{s−1} of the solution (order `order`) and of the embedded solution (order
     `embedded_order`); source: where the tableau comes from."""
 
