@@ -324,8 +324,8 @@ class CdflowCLI(LightningCLI):
             self.datamodule.load_state_dict(state)
         if self.subcommand == "fit":
             done = _epochs_completed(checkpoint)
-            max_epochs = self._get(self.config_init, "trainer", default={}).get("max_epochs")
             trainer_cfg = self._get(self.config_init, "trainer", default={})
+            max_epochs = trainer_cfg.get("max_epochs")
             if max_epochs is None and trainer_cfg.get("max_steps") in (None, -1) and not trainer_cfg.get("max_time"):
                 beside = Path(path).resolve().parent.parent / "config.yaml"
                 planned = _planned_epochs(beside)

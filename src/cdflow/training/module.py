@@ -45,7 +45,7 @@ from cdflow.training.fault import (
 )
 from cdflow.training.member_stopping import stacked_members
 from cdflow.training.networks import ActivationName, EncoderKind, VelocityKind, build_classifier
-from cdflow.training.optim import OptimizerName, SchedulerName, build_optimizer, build_scheduler
+from cdflow.training.optim import OptimizerName, SchedulerName, build_optimizer, build_scheduler, replan_cosine
 from cdflow.training.resume import KEY as RNG_KEY
 from cdflow.training.resume import restore_rng_state, rng_state
 from cdflow.training.stats import diffusion_products, solve_stats
@@ -515,8 +515,6 @@ class ContinuousDepthClassifier(L.LightningModule):
         """A resumed run with another ``max_epochs``: the cosine schedule restored from the checkpoint was planned
         over the old number of epochs (at its end the rate is 0, after it it climbs back); it is re-planned over
         ``trainer.max_epochs`` from the epoch reached (the closed-form rate there), and said so."""
-        from cdflow.training.optim import replan_cosine
-
         for config in self.trainer.lr_scheduler_configs:
             old = replan_cosine(config.scheduler, self.trainer.max_epochs)
             if old is not None and self.global_rank == 0:
