@@ -89,7 +89,7 @@ from cdflow.training.checkpoint_files import (
 from cdflow.training.last_checkpoint import LastCheckpoint
 from cdflow.training.loggers import finish_wandb, make_logger
 from cdflow.training.module import ContinuousDepthClassifier
-from cdflow.training.predictions import default_predictions_path, run_dir_of, write_predictions
+from cdflow.training.predictions import default_predictions_path, run_config_of, run_dir_of, write_predictions
 from cdflow.training.run_folder import RunFolder, claim_run_folder, run_name, worker_run_folder
 from cdflow.training.summary import FitStart, last_checkpoint, run_summary
 
@@ -144,7 +144,7 @@ def _flat(section: Any, prefix: str = "") -> dict[str, Any]:
 
 
 def _planned_epochs(config: Path) -> int | None:
-    """trainer.max_epochs of the run folder's config.yaml, or None (no such file, unreadable, or no limit)."""
+    """trainer.max_epochs of a run's config.yaml, or None (unreadable, or no limit)."""
     import yaml
 
     try:
@@ -327,8 +327,8 @@ class CdflowCLI(LightningCLI):
             trainer_cfg = self._get(self.config_init, "trainer", default={})
             max_epochs = trainer_cfg.get("max_epochs")
             if max_epochs is None and trainer_cfg.get("max_steps") in (None, -1) and not trainer_cfg.get("max_time"):
-                beside = Path(path).resolve().parent.parent / "config.yaml"
-                planned = _planned_epochs(beside)
+                beside = run_config_of(path)
+                planned = None if beside is None else _planned_epochs(beside)
                 if planned is not None:
                     raise ConfigError(f"--ckpt_path {path} resumes a run planned for {planned} epochs ({beside}), but "
                                       f"no --trainer.max_epochs is given: Lightning would train on to its default of "
@@ -337,7 +337,7 @@ class CdflowCLI(LightningCLI):
                 raise ConfigError(f"--ckpt_path {path} has trained {done} epoch{'s' if done != 1 else ''}, and "
                                   f"--trainer.max_epochs is {max_epochs}: nothing is left to train. Raise "
                                   f"--trainer.max_epochs to train on from it, or evaluate it with cdflow test "
-                                  f"--ckpt_path {path}")
+                                  f"--config {run_config_of(path) or 'CONFIG'} --ckpt_path {path}")
 
     def _check_data_root(self) -> None:
         """A data module given an explicit ``root`` that does not exist fails now, before any run directory."""

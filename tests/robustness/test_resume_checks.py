@@ -91,6 +91,7 @@ def test_a_resume_of_a_finished_run_at_the_same_epoch_limit_is_refused_not_repor
         _fit(root, table, "--trainer.max_epochs", "1", "--model.hidden", "8", "--ckpt_path", str(ckpt))
     err = capsys.readouterr().err
     assert info.value.code == 2 and "has trained 1 epoch, and --trainer.max_epochs is 1" in err
+    assert f"cdflow test --config {root / 'config.yaml'} --ckpt_path {ckpt}" in err
     _fit(root, table, "--trainer.max_epochs", "2", "--model.hidden", "8", "--ckpt_path", str(ckpt))  # one more: runs
     fit = next(line for line in capsys.readouterr().out.splitlines() if line.strip().startswith("fit:"))
     assert "fit:         1 epoch, " in fit and "(2 epochs, " in fit and "resumed from epoch 1" in fit
@@ -110,7 +111,22 @@ def test_a_resume_with_more_epochs_replans_the_cosine_schedule_and_trains(tmp_pa
     _fit(root, table, "--trainer.max_epochs", "3", "--model.hidden", "8", "--model.scheduler", "cosine",
          "--ckpt_path", str(ckpt))
     out = capsys.readouterr().out
-    assert "planned over 1 epochs; re-planned over --trainer.max_epochs 3 from epoch 1" in out
+    assert "planned over 1 epoch; re-planned over --trainer.max_epochs 3 from epoch 1" in out
     after = torch.load(ckpt, weights_only=False)["state_dict"]  # the resumed run writes on in its own folder
     moved = max(float((after[k] - before[k]).abs().max()) for k in before if before[k].is_floating_point())
     assert moved > 1e-4
+
+
+def test_the_run_config_is_found_in_the_csv_loggers_folder_too(tmp_path, capsys):
+    """With the CSV logger the run's config.yaml is csv/version_<n>/config.yaml: a resume without an epoch limit is
+    refused there too (it ran on towards 1000 epochs when only <run>/config.yaml was looked for)."""
+    root = tmp_path / "runs"
+    table = _table(tmp_path / "wine.csv", ("red", "white"))
+    _fit(root, table, "--trainer.max_epochs", "1", "--model.hidden", "8", "--trainer.logger", "true")
+    config = root / "csv" / "version_0" / "config.yaml"
+    assert config.is_file() and not (root / "config.yaml").exists()
+    with pytest.raises(SystemExit) as info:
+        _fit(root, table, "--model.hidden", "8", "--trainer.logger", "true", "--ckpt_path",
+             str(root / "checkpoints" / "last.ckpt"))
+    err = capsys.readouterr().err
+    assert info.value.code == 2 and f"planned for 1 epochs ({config})" in err

@@ -518,7 +518,8 @@ class ContinuousDepthClassifier(L.LightningModule):
         for config in self.trainer.lr_scheduler_configs:
             old = replan_cosine(config.scheduler, self.trainer.max_epochs)
             if old is not None and self.global_rank == 0:
-                print(f"cdflow: the cosine learning-rate schedule of the checkpoint was planned over {old} epochs; "
+                epochs = f"{old} epoch{'s' if old != 1 else ''}"
+                print(f"cdflow: the cosine learning-rate schedule of the checkpoint was planned over {epochs}; "
                       f"re-planned over --trainer.max_epochs {self.trainer.max_epochs} from epoch "
                       f"{config.scheduler.last_epoch} (rate now {config.scheduler.get_last_lr()[0]:.3g})")
 
@@ -690,10 +691,10 @@ class ContinuousDepthClassifier(L.LightningModule):
             data.append(f"examples of shape {shape} (the data module gives {self.input_shape})")
         fix = "the config it was written with"
         if path:
-            from cdflow.training.predictions import run_dir_of
+            from cdflow.training.predictions import run_config_of
 
-            config = run_dir_of(path) / "config.yaml"
-            if config.is_file():
+            config = run_config_of(path)
+            if config is not None:
                 fix = f"the config beside it: --config {config}"
         shown = "; ".join(diffs[:5]) + (f"; and {len(diffs) - 5} more" if len(diffs) > 5 else "")
         raise ConfigError(

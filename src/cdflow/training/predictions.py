@@ -48,6 +48,16 @@ def run_dir_of(ckpt_path: str | Path) -> Path:
     return folder.parent if folder.name == "checkpoints" else folder
 
 
+def run_config_of(ckpt_path: str | Path) -> Path | None:
+    """The ``config.yaml`` of a checkpoint's run: beside the run folder's ``checkpoints/`` (W&B or no logger), else
+    the newest ``csv/version_<n>/config.yaml`` (the CSV logger's folder); None if the run has none."""
+    run = run_dir_of(ckpt_path)
+    if (run / "config.yaml").is_file():
+        return run / "config.yaml"
+    versions = [p for p in (run / "csv").glob("version_*/config.yaml") if p.parent.name[8:].isdigit()]
+    return max(versions, key=lambda p: int(p.parent.name[8:]), default=None)
+
+
 def default_predictions_path(ckpt_path: str | Path) -> Path:
     """``<run folder>/predictions-<checkpoint name>.csv`` (one file per checkpoint, none overwrites another's)."""
     return run_dir_of(ckpt_path) / f"predictions-{Path(ckpt_path).stem}.csv"
