@@ -30,9 +30,11 @@ from cdflow.models.layers import (
     check_members,
     dropout,
     init_uniform,
+    keep_mask,
     member_bias,
     member_generators,
 )
+from cdflow.models.residual_head import residual_head
 from cdflow.models.wide_residual import WideResidual
 from cdflow.sparse import SparseMatrix
 
@@ -171,8 +173,11 @@ class COIN(nn.Module):
             logits = logits + WideResidual.apply(self.w1, self.b1, self.w2t, xs, self.recompute, self.active)
             return torch.softmax(logits, dim=-1)
         p = self.proj.forward_shared(x, self.dropout, self.training)
-        h = p + torch.relu(self.fc1(p))
-        return torch.softmax(self.fc2(dropout(h, self.dropout, self.training)), dim=-1)
+        mask = None
+        if self.training and self.dropout > 0:
+            mask = keep_mask(tuple(p.shape), self.dropout).to(p.dtype).mul_(1.0 / (1.0 - self.dropout))
+        logits = residual_head(p, self.fc1.weight, self.fc1.bias, self.fc2.weight, self.fc2.bias, mask)
+        return torch.softmax(logits, dim=-1)
 
     def forward(self, x: Tensor | SparseMatrix, graph: GraphInput = None) -> Tensor:
         """Log-probabilities log max(u(T), ε): [N, C] for one member, [N, K, C] for K.
