@@ -141,13 +141,15 @@ def continuous_net(in_features: int, num_classes: int, seed: int, *, gamma: floa
                    hidden: int = 64, input_dropout: float = 0.5, hidden_dropout: float = 0.5,
                    head_dropout: float = 0.0, encoder_activation: str = "relu", propagate: str = "features",
                    integrator: str = "split", method: str = "chebyshev", n_steps: int = 2,
-                   convection: str = "euler") -> ConvectionDiffusionNet:
+                   convection: str = "euler", encoder: str = "mlp") -> ConvectionDiffusionNet:
     """One member of the continuous row from a point of its search (`experiments.graph.search_cdnet`):
     dh/dt = v(h) − γLh on [0, t1] (v: a tanh MLP of width `hidden`, no time input), integrated by `integrator`
     (split: Strang splitting with `method` diffusion sub-steps; explicit: Lie splitting with explicit diffusion
     steps; drift: −γLh inside the ODE) in `n_steps` steps, the convection sub-solves by `convection` (one step of
-    T/n_steps each for fixed-step methods; dopri5 at rtol 1e-3, atol 1e-4). Weights are drawn by torch's default
-    initialisation under torch.manual_seed(seed) (in a forked random state)."""
+    T/n_steps each for fixed-step methods; dopri5 at rtol 1e-3, atol 1e-4). `encoder`: ``mlp`` (one layer of
+    `hidden` units) or ``residual`` (the F-wide h = x + act(Wx + b) of COIN and Diff-ResNet; `hidden` is then the
+    convection's width only). Weights are drawn by torch's default initialisation under torch.manual_seed(seed)
+    (in a forked random state)."""
     if convection not in CONVECTION_METHODS:
         raise ConfigError(f"convection={convection!r} is invalid; valid: {', '.join(CONVECTION_METHODS)}")
     if convection == "dopri5":
@@ -157,7 +159,8 @@ def continuous_net(in_features: int, num_classes: int, seed: int, *, gamma: floa
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         return ConvectionDiffusionNet(
-            in_features, num_classes, hidden=hidden, width=hidden, depth=2, activation="tanh", time_input=False,
+            in_features, num_classes, hidden=in_features if encoder == "residual" else hidden, width=hidden,
+            depth=2, activation="tanh", time_input=False, encoder=encoder,  # type: ignore[arg-type]
             encoder_activation=encoder_activation, dropout=input_dropout, hidden_dropout=hidden_dropout,
             head_dropout=head_dropout, propagate=propagate,  # type: ignore[arg-type]
             diffusion=DiffusionSpec(kind="graph", integrator=integrator, gamma=gamma, n_steps=n_steps,  # type: ignore[arg-type]

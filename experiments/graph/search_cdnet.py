@@ -36,7 +36,7 @@ Point = dict[str, Any]
 #: The starting point: Strang splitting with exact (Chebyshev) diffusion sub-steps, two Euler convection steps.
 BASE: Point = dict(gamma=5.0, t1=1.0, hidden=64, input_dropout=0.5, hidden_dropout=0.5, head_dropout=0.0,
                    encoder_activation="relu", propagate="features", integrator="split", method="chebyshev",
-                   n_steps=2, convection="euler")
+                   n_steps=2, convection="euler", encoder="mlp")
 #: Values within this much mean validation accuracy of the best are tied; the fastest tied value is taken.
 TIE = 0.0025
 #: Explicit diffusion steps are stable for γT/n ≤ 2/λ_max; the search takes n for γT/n ≤ STABLE/λ_max.
@@ -97,12 +97,15 @@ class Factor:
 
 FACTORS: tuple[Factor, ...] = (
     Factor("head position (propagate)", (("features", _set(propagate="features")),
-                                         ("logits", _set(propagate="logits", head_dropout=0.0)))),
+                                         ("logits", _set(propagate="logits", head_dropout=0.0)),
+                                         ("probabilities", _set(propagate="probabilities", head_dropout=0.0)))),
+    Factor("input encoder", (("mlp", _set(encoder="mlp")), ("residual (F-wide)", _set(encoder="residual")))),
     Factor("convection time T (γT kept)", tuple((f"T={t:g}", _convection_time(t)) for t in (0.1, 0.3, 1.0))),
-    Factor("diffusion time γT", tuple((f"γT={g:g}", _diffusion_time(g)) for g in (2.0, 5.0, 8.0))),
+    Factor("diffusion time γT", tuple((f"γT={g:g}", _diffusion_time(g)) for g in (2.0, 5.0, 8.0, 12.0))),
     Factor("dropout (input / h(0) / head)", tuple(
         (f"{a:g}/{b:g}/{c:g}", _set(input_dropout=a, hidden_dropout=b, head_dropout=c))
-        for a, b, c in ((0.5, 0.5, 0.0), (0.5, 0.0, 0.0), (0.0, 0.5, 0.0), (0.8, 0.5, 0.0), (0.5, 0.5, 0.5)))),
+        for a, b, c in ((0.5, 0.5, 0.0), (0.5, 0.0, 0.0), (0.0, 0.5, 0.0), (0.8, 0.5, 0.0), (0.5, 0.5, 0.5),
+                        (0.0, 0.0, 0.0), (0.0, 0.25, 0.0)))),
     Factor("input encoder activation", tuple((a, _set(encoder_activation=a)) for a in ("relu", "tanh", "identity"))),
     Factor("hidden width", tuple((str(h), _set(hidden=h)) for h in (32, 64, 128))),
     Factor("integrator", (("split strang chebyshev", _integrator("split", "chebyshev")),
@@ -118,8 +121,8 @@ FACTORS: tuple[Factor, ...] = (
 class SearchSize:
     """Splits and epochs of one mode; factors: how many of FACTORS run (the smoke test runs two)."""
 
-    screen_splits: int = 3
-    refine_splits: int = 8
+    screen_splits: int = 5
+    refine_splits: int = 10
     refine: int = 3
     max_epochs: int = Training().max_epochs
     factors: int = len(FACTORS)
@@ -135,8 +138,8 @@ def point_key(p: Point) -> str:
 
 def _valid(p: Point, info: dict[str, float]) -> str | None:
     """Why a point cannot be built (None if it can)."""
-    if p["propagate"] == "logits" and p["head_dropout"] > 0:
-        return "head dropout acts after the solve; with propagate=logits the head comes first"
+    if p["propagate"] != "features" and p["head_dropout"] > 0:
+        return f"head dropout acts after the solve; with propagate={p['propagate']} the head comes first"
     return None
 
 

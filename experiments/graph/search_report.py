@@ -15,17 +15,20 @@ def describe(p: dict[str, Any]) -> str:
     else:
         integ = "−γLh in the drift"
     conv = p["convection"] if p["convection"] == "dopri5" else f"{p['convection']}, n = {p['n_steps']}"
-    head = "predict then propagate (head before the solve)" if p["propagate"] == "logits" else \
-        "head after the solve"
-    return (f"{head}; T = {p['t1']:g}, γ = {p['gamma']:g} (γT = {p['gamma'] * p['t1']:g}); width {p['hidden']}; "
-            f"dropout {p['input_dropout']:g} / {p['hidden_dropout']:g} / {p['head_dropout']:g} (input / h(0) / "
-            f"head); encoder activation {p['encoder_activation']}; {integ} ({conv})")
+    head = {"logits": "predict then propagate (head before the solve)",
+            "probabilities": "propagate the class probabilities (head and softmax before the solve)"}.get(
+        p["propagate"], "head after the solve")
+    encoder = "F-wide residual encoder h = x + act(Wx + b), " if p.get("encoder", "mlp") == "residual" else ""
+    return (f"{head}; T = {p['t1']:g}, γ = {p['gamma']:g} (γT = {p['gamma'] * p['t1']:g}); {encoder}width "
+            f"{p['hidden']}; dropout {p['input_dropout']:g} / {p['hidden_dropout']:g} / {p['head_dropout']:g} "
+            f"(input / h(0) / head); encoder activation {p['encoder_activation']}; {integ} ({conv})")
 
 
 def short(p: dict[str, Any]) -> str:
     """A table label for a point: head position, integrator, T and γT."""
     integ = {"split": f"split {p['method']}", "explicit": "explicit", "drift": f"drift {p['convection']}"}
-    head = "head first, " if p["propagate"] == "logits" else ""
+    head = {"logits": "head first, ", "probabilities": "probabilities, "}.get(p["propagate"], "")
+    head += "residual encoder, " if p.get("encoder", "mlp") == "residual" else ""
     return f"{head}{integ[p['integrator']]}, T={p['t1']:g}, γT={p['gamma'] * p['t1']:g}, n={p['n_steps']}"
 
 

@@ -2,9 +2,12 @@
 
     h = dropout_h(act(W dropout_x(x) + b)),   dz = [ v_θ(z, t) − γ L z ] dt + ς dW   on [0, T],
 
-with the linear head at either end (`propagate`): ``features`` z(0) = h, logits = head(dropout_head(z(T)));
-``logits`` ("predict then propagate", as APPNP) z(0) = head(h) and logits = z(T), so the convection–diffusion
-acts on the class scores.
+or with ``encoder="residual"`` the F-wide residual base network of COIN and Diff-ResNet,
+h = dropout_h(x + act(W dropout_x(x) + b)) with W F×F. The linear head sits at either end (`propagate`):
+``features`` z(0) = h, logits = head(dropout_head(z(T))); ``logits`` ("predict then propagate", as APPNP)
+z(0) = head(h) and logits = z(T), so the convection–diffusion acts on the class scores; ``probabilities``
+z(0) = softmax(head(h)) and the scores are log max(z(T), ε) renormalised, so that it acts on the base
+classifier's output u as in COIN (v_θ = 0 and exact diffusion: COIN's split integrator).
 
 Diffusion is chosen by a `DiffusionSpec`: none, graph (in the drift, by explicit steps, by a stable
 Lie/Strang split, or by an adaptive exponential integrator), or SDE noise (Feynman–Kac averaged at evaluation).
@@ -32,8 +35,13 @@ from cdflow.stats import SolveStats
 from cdflow.terms import Convection, Drift, GraphDiffusion
 from cdflow.velocity import MLPVelocity, make_activation
 
-#: Where the linear head sits: after the solve (features) or before it (logits: predict, then propagate).
-PROPAGATE = ("features", "logits")
+#: Where the linear head sits: after the solve (features) or before it (logits or their softmax: predict, then
+#: propagate).
+PROPAGATE = ("features", "logits", "probabilities")
+#: The input encoder: one layer of `hidden` units, or the F-wide residual layer h = x + act(Wx + b).
+ENCODERS = ("mlp", "residual")
+#: The clamp of z(T) before the log with propagate='probabilities' (COIN's ε).
+PROB_EPS = 1e-8
 
 
 class ConvectionDiffusionNet(nn.Module):
@@ -62,7 +70,8 @@ class ConvectionDiffusionNet(nn.Module):
         hidden_dropout: float = 0.0,
         time_input: bool = True,
         head_dropout: float = 0.0,
-        propagate: Literal["features", "logits"] = "features",
+        propagate: Literal["features", "logits", "probabilities"] = "features",
+        encoder: Literal["mlp", "residual"] = "mlp",
     ) -> None:
         super().__init__()
         self.solver = solver or SolverSpec()
@@ -72,10 +81,15 @@ class ConvectionDiffusionNet(nn.Module):
         if propagate not in PROPAGATE:
             raise ConfigError(f"ConvectionDiffusionNet propagate={propagate!r} is invalid; valid: "
                               f"{', '.join(PROPAGATE)}")
-        if propagate == "logits" and head_dropout > 0:
+        if propagate != "features" and head_dropout > 0:
             raise ConfigError("ConvectionDiffusionNet head_dropout acts on z(T) before the head; with "
-                              "propagate='logits' the head comes first (use hidden_dropout for its input)")
-        self.propagate = propagate
+                              f"propagate={propagate!r} the head comes first (use hidden_dropout for its input)")
+        if encoder not in ENCODERS:
+            raise ConfigError(f"ConvectionDiffusionNet encoder={encoder!r} is invalid; valid: {', '.join(ENCODERS)}")
+        if encoder == "residual" and hidden != in_features:
+            raise ConfigError(f"ConvectionDiffusionNet encoder='residual' is F-wide (h = x + act(Wx + b)): hidden must "
+                              f"equal in_features ({in_features}), got hidden={hidden}")
+        self.propagate, self.encoder_kind = propagate, encoder
         self.input_dropout = dropout
         self.encoder = nn.Linear(in_features, hidden)
         self.encoder_activation = make_activation(encoder_activation)
@@ -128,19 +142,28 @@ class ConvectionDiffusionNet(nn.Module):
         return self.diffusion.gamma
 
     def encode(self, x: Tensor | SparseMatrix) -> Tensor:
-        """z(0): h = dropout_h(act(W dropout_x(x) + b)), or head(h) with propagate='logits'; sparse features are
-        multiplied sparsely."""
+        """z(0): h = dropout_h(act(W dropout_x(x) + b)) (plus x with the residual encoder), then head(h) with
+        propagate='logits' or softmax(head(h)) with 'probabilities'; sparse features are multiplied sparsely."""
         if isinstance(x, SparseMatrix):
             z = x.mm_stacked_dropout(self.encoder.weight.t()[None], self.input_dropout, self.training)[:, 0]
             z = z + self.encoder.bias
         else:
             z = self.encoder(nn.functional.dropout(x, self.input_dropout, self.training))
-        h = self.hidden_dropout(self.encoder_activation(z))
-        return self.head(h) if self.propagate == "logits" else h
+        h = self.encoder_activation(z)
+        if self.encoder_kind == "residual":
+            h = h + (x.to_dense().to(h.dtype) if isinstance(x, SparseMatrix) else x)
+        h = self.hidden_dropout(h)
+        if self.propagate == "features":
+            return h
+        logits = self.head(h)
+        return torch.softmax(logits, dim=-1) if self.propagate == "probabilities" else logits
 
     def readout(self, z: Tensor) -> Tensor:
-        """Class scores of the final state: head(dropout_head(z(T))), or z(T) itself with propagate='logits'."""
-        return self.head(self.head_dropout(z)) if self.propagate == "features" else z
+        """Class scores of the final state: head(dropout_head(z(T))), z(T) itself with propagate='logits', or
+        log max(z(T), ε) with 'probabilities' (renormalised by the log-softmax that follows)."""
+        if self.propagate == "features":
+            return self.head(self.head_dropout(z))
+        return torch.log(z.clamp_min(PROB_EPS)) if self.propagate == "probabilities" else z
 
     def forward(self, x: Tensor | SparseMatrix, graph: GraphInput = None) -> Tensor:
         if isinstance(x, Tensor) and x.dim() > 2:
