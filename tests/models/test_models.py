@@ -197,7 +197,7 @@ def test_head_dropout_acts_on_the_final_state_in_training_only():
 
 
 def test_bad_head_settings():
-    with pytest.raises(ConfigError, match="propagate='output' is invalid; valid: features, logits"):
+    with pytest.raises(ConfigError, match="propagate=.output. is invalid; valid: features, logits, probabilities"):
         ConvectionDiffusionNet(4, 3, propagate="output")
     with pytest.raises(ConfigError, match="with propagate='logits' the head comes first"):
         ConvectionDiffusionNet(4, 3, propagate="logits", head_dropout=0.5)
@@ -206,3 +206,48 @@ def test_bad_head_settings():
     net = ConvectionDiffusionNet(4, 3, hidden=6, encoder_activation="identity", time_input=False).eval()
     x = features(5, 4)
     torch.testing.assert_close(net.encode(x), net.encoder(x))
+
+
+def test_residual_encoder_is_x_plus_the_layer_for_dense_and_sparse_inputs():
+    """encoder='residual': h = x + act(Wx + b) (F-wide), the same for dense and sparse features."""
+    x = features(24, 4)
+    x[x.abs() < 0.5] = 0.0
+    torch.manual_seed(0)
+    net = ConvectionDiffusionNet(4, 3, hidden=4, width=8, encoder="residual", encoder_activation="relu").eval()
+    want = x + torch.relu(x @ net.encoder.weight.T + net.encoder.bias)
+    torch.testing.assert_close(net.encode(x), want)
+    torch.testing.assert_close(net.encode(SparseMatrix.from_tensor(x)), want)
+
+
+def test_propagate_probabilities_without_convection_is_coin_split_diffusion():
+    """propagate='probabilities' with v ≡ 0 and exact diffusion: log(exp(−γTL) softmax(head(h))), COIN's split
+    integrator (the probabilities stay normalised since L1 = 0); with the convection the result differs."""
+    from model_graphs import ring_with_chords
+
+    from cdflow.graph import Laplacian
+
+    n, x = 24, features(24, 4).double()
+    lap = Laplacian.from_edges(ring_with_chords(n), n, kind="gcn", dtype=torch.float64)
+    torch.manual_seed(0)
+    net = ConvectionDiffusionNet(4, 3, hidden=6, width=8, propagate="probabilities",
+                                 solver=SolverSpec(method="euler", step_size=0.5),
+                                 diffusion=DiffusionSpec(kind="graph", integrator="split", gamma=1.5, n_steps=2,
+                                                         method="krylov")).double().eval()
+    with torch.no_grad():
+        u0 = torch.softmax(net.head(net.encoder_activation(net.encoder(x))), -1)
+        moving = net(x, lap)
+        _zero_velocity(net)
+        got = net(x, lap)
+    want = torch.log(torch.linalg.matrix_exp(-1.5 * lap.to_dense()) @ u0)
+    torch.testing.assert_close(got, want, atol=1e-7, rtol=0)
+    torch.testing.assert_close(got.exp().sum(-1), torch.ones(n, dtype=torch.float64))
+    assert (moving - got).abs().max() > 1e-3
+
+
+def test_bad_encoder_settings():
+    with pytest.raises(ConfigError, match="encoder='wide' is invalid; valid: mlp, residual"):
+        ConvectionDiffusionNet(4, 3, encoder="wide")
+    with pytest.raises(ConfigError, match=r"hidden must equal in_features \(4\), got hidden=64"):
+        ConvectionDiffusionNet(4, 3, encoder="residual")
+    with pytest.raises(ConfigError, match="with propagate='probabilities' the head comes first"):
+        ConvectionDiffusionNet(4, 3, propagate="probabilities", head_dropout=0.5)
