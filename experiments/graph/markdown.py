@@ -291,8 +291,10 @@ def markdown(payload: dict[str, Any]) -> str:
         "(`cdflow.heat.diffuse`), same total time; loss NLL of log max(u, 1e-8). "
         f"Settings used: {coin}.",
         "* Continuous convection–diffusion net (`cdflow.models.ConvectionDiffusionNet`): "
-        "h = dropout(act(dropout(x) W_in + b_in)), dz/dt = W₂ tanh(W₁z + b₁) + b₂ − γLz on [0, T] (one solve per "
-        "member), linear head before or after the solve; settings chosen on validation accuracy only (section "
+        "h = dropout(act(dropout(x) W_in + b_in)) (or, with the residual encoder, the F-wide "
+        "h = dropout(x + act(dropout(x) W_in + b_in)) of COIN and Diff-ResNet), dz/dt = W₂ tanh(W₁z + b₁) + b₂ − γLz "
+        "on [0, T] (one solve per member), linear head before the solve (logits or their softmax propagated) or "
+        "after it; settings chosen on validation accuracy only (section "
         f"*Continuous net: validation-only search*). {cdnet_settings(payload['runs'], proto['datasets'])}. "
         f"{cdnet_sentence(s, proto)}".rstrip(),
         "",

@@ -36,7 +36,7 @@ def _settings(net) -> dict:
     return {"solver": net.solver, "diffusion": net.diffusion, "propagate": net.propagate,
             "input_dropout": net.input_dropout, "hidden_dropout": net.hidden_dropout.p,
             "head_dropout": net.head_dropout.p, "encoder_activation": type(net.encoder_activation).__name__,
-            "encoder": tuple(net.encoder.weight.shape), "head": tuple(net.head.weight.shape),
+            "encoder": (net.encoder_kind, tuple(net.encoder.weight.shape)), "head": tuple(net.head.weight.shape),
             "velocity": str(net.velocity), "graph": net.graph}
 
 
