@@ -64,6 +64,15 @@ class DiffusionSpec:
         if self.exp_method != _default("exp_method") and not exponential:
             raise ConfigError("diffusion.exp_method chooses the pair of the exponential integrator: set "
                               "--model.diffusion.kind graph --model.diffusion.integrator exponential, or drop it")
+        if self.kind == "graph" and self.integrator in ("explicit", "drift"):
+            for name in ("scheme", "method"):
+                if getattr(self, name) != _default(name):
+                    what = "x ← x − τLx steps" if self.integrator == "explicit" else "−γLx in the ODE drift"
+                    raise ConfigError(
+                        f"diffusion.{name}={getattr(self, name)!r} does not act on integrator={self.integrator!r} "
+                        f"({what}); it chooses the sub-step of integrator 'split': drop it, or use "
+                        "--model.diffusion.integrator split"
+                    )
         if exponential:
             for name in ("n_steps", "scheme", "method"):
                 if getattr(self, name) != _default(name):
