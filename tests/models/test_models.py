@@ -251,3 +251,11 @@ def test_bad_encoder_settings():
         ConvectionDiffusionNet(4, 3, encoder="residual")
     with pytest.raises(ConfigError, match="with propagate='probabilities' the head comes first"):
         ConvectionDiffusionNet(4, 3, propagate="probabilities", head_dropout=0.5)
+
+
+@pytest.mark.parametrize("name", ["hidden", "width", "depth", "in_features"])
+@pytest.mark.parametrize("value", [0, -5])
+def test_bad_sizes_refused(name, value):
+    kw = {"in_features": 4, "num_classes": 3, name: value}
+    with pytest.raises(ConfigError, match=f"{name} must be an int ≥ 1, got {value}"):
+        ConvectionDiffusionNet(**kw)

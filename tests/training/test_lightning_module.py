@@ -172,3 +172,23 @@ def test_solver_spec_is_copied_and_dicts_are_accepted():
     assert model.solver == spec and model.solver is not spec
     restored = ContinuousDepthClassifier(2, 2, encoder="none", solver={"method": "euler", "step_size": 0.5})
     assert restored.net.block.solver.method == "euler"
+
+
+def test_default_network_flags_beside_a_given_network_are_named_in_a_warning():
+    """With model=... the flags that build the default network do nothing: each one set is named, none silently
+    dropped; with every such flag at its default there is no warning."""
+    import warnings
+
+    from cdflow.models import DiffusionSpec
+
+    net = nn.Linear(4, 3)
+    with pytest.warns(UserWarning) as record:
+        ContinuousDepthClassifier(3, model=net, hidden=10, dropout=0.5,
+                                  solver=SolverSpec(method="rk4", step_size=0.1), diffusion=DiffusionSpec(gamma=2.0))
+    msg = " ".join(str(w.message) for w in record)
+    for flag in ("--model.hidden=10", "--model.dropout=0.5", "--model.solver.method='rk4'",
+                 "--model.solver.step_size=0.1", "--model.diffusion.gamma=2.0", "--model.model Linear"):
+        assert flag in msg
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", UserWarning)
+        ContinuousDepthClassifier(3, model=net, lr=0.01, weight_decay=5e-4)

@@ -84,6 +84,10 @@ class ConvectionDiffusionNet(nn.Module):
         if propagate != "features" and head_dropout > 0:
             raise ConfigError("ConvectionDiffusionNet head_dropout acts on z(T) before the head; with "
                               f"propagate={propagate!r} the head comes first (use hidden_dropout for its input)")
+        for name, value in (("in_features", in_features), ("num_classes", num_classes), ("hidden", hidden),
+                            ("width", width), ("depth", depth)):
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ConfigError(f"ConvectionDiffusionNet {name} must be an int ≥ 1, got {value!r}")
         if encoder not in ENCODERS:
             raise ConfigError(f"ConvectionDiffusionNet encoder={encoder!r} is invalid; valid: {', '.join(ENCODERS)}")
         if encoder == "residual" and hidden != in_features:

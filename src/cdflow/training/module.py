@@ -281,6 +281,8 @@ class ContinuousDepthClassifier(L.LightningModule):
             raise ConfigError(f"--model.members must be an int ≥ 1 (initialisations trained together), got {members!r}")
         self.members = members
         self.validate_on_train_forward = validate_on_train_forward
+        if model is not None:
+            self._refuse_default_network_flags(model, spec, diff_spec, graph_spec)
         self.net = with_members(model if model is not None else self.build_model(), members, seed)
         self.regularization = reg_spec
         self._apply_regularization(reg_spec)
@@ -308,6 +310,28 @@ class ContinuousDepthClassifier(L.LightningModule):
         self.test_acc = MulticlassAccuracy(num_classes=self.num_classes, average="micro")
 
     # -- network ----------------------------------------------------------------------------------------
+    def _refuse_default_network_flags(self, model: nn.Module, solver: SolverSpec, diffusion: DiffusionSpec,
+                                      graph: GraphSpec) -> None:
+        """With a network given (``--model.model``), the flags that build the default network do nothing: warn,
+        naming every one set away from its default (a config written for the default network, such as
+        experiments/configs/cora.yaml, may carry them while another network is plugged in)."""
+        defaults = inspect.signature(ContinuousDepthClassifier.__init__).parameters
+        set_flags = [f"--model.{name}={value!r}" for name, value in self.net_config.items()
+                     if value != defaults[name].default]
+        if self.network != defaults["network"].default:
+            set_flags.append(f"--model.network={self.network!r}")
+        for group, spec, default in (("solver", solver, SolverSpec()), ("diffusion", diffusion, DiffusionSpec()),
+                                     ("graph", graph, GraphSpec())):
+            set_flags += [f"--model.{group}.{f.name}={getattr(spec, f.name)!r}" for f in dataclasses.fields(spec)
+                          if getattr(spec, f.name) != getattr(default, f.name)]
+        if set_flags:
+            warnings.warn(
+                f"{', '.join(set_flags)}: these build the default network, and the network is given (--model.model "
+                f"{type(model).__name__}), so they do nothing; set them on the network itself (--model.model.<name>, "
+                "e.g. --model.model.hidden or --model.model.solver.method) or drop them",
+                UserWarning, stacklevel=2,
+            )
+
     def build_model(self) -> nn.Module:
         """The default network from the constructor arguments; override in a subclass to build another."""
         if self.input_shape is None:
