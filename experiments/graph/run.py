@@ -139,7 +139,9 @@ def run(proto: Protocol, workers: int, public: bool, tune: str) -> tuple[list[di
 
 
 def _group(r: dict[str, Any]) -> tuple:
-    return r["phase"], r["dataset"], r["split_protocol"], r["model"], json.dumps(r["kwargs"], sort_keys=True)
+    """A table row's runs: a row has one setting, so a merged run of the row replaces its runs of any other
+    setting (keyed on the settings too, a re-tuned row kept its old runs beside the new ones)."""
+    return r["phase"], r["dataset"], r["split_protocol"], r["model"]
 
 
 def merge(old: dict[str, Any], new: dict[str, Any]) -> dict[str, Any]:

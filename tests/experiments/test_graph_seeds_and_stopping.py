@@ -252,6 +252,15 @@ def test_cli_option_reaches_every_unit_and_merge_refuses_mixed_rules():
         run.merge(old, {"protocol": {"init_seeds": "authors"}, "runs": []})
 
 
+def test_merge_replaces_a_rows_runs_whatever_their_settings():
+    """A row re-run with new settings replaces the row's old runs (they were kept beside the new ones: a table row
+    of 10 × 6 runs mixing two settings)."""
+    base = {"phase": "main", "dataset": "cora", "split_protocol": "random", "model": "cdnet"}
+    assert run._group({**base, "kwargs": {"t1": 1.0}}) == run._group({**base, "kwargs": {"t1": 0.3}})
+    assert run._group({**base, "kwargs": {}}) != run._group({**base, "model": "coin-explicit", "kwargs": {}})
+    assert run._group({**base, "kwargs": {}}) != run._group({**base, "dataset": "citeseer", "kwargs": {}})
+
+
 def _have_cora() -> bool:
     try:
         return data_root().joinpath("gnn-benchmark", "cora.npz").exists()
