@@ -103,6 +103,12 @@ def test_bad_diffusion_settings():
         DiffusionSpec(kind="heat")
     with pytest.raises(ConfigError, match="valid: krylov, chebyshev, implicit, explicit"):
         DiffusionSpec(method="lanczos")
+    for integrator in ("explicit", "drift"):  # the split's sub-step settings do nothing there: refused
+        with pytest.raises(ConfigError, match=f"method='chebyshev' does not act on integrator='{integrator}'"):
+            DiffusionSpec(kind="graph", integrator=integrator, method="chebyshev")
+        with pytest.raises(ConfigError, match=f"scheme='lie' does not act on integrator='{integrator}'"):
+            DiffusionSpec(kind="graph", integrator=integrator, scheme="lie")
+    DiffusionSpec(kind="graph", integrator="split", method="chebyshev", scheme="lie")
     with pytest.raises(ConfigError, match="graph source 'edges' needs a batch with edges"):
         _cdnet("graph", graph=GraphSpec(source="edges"))(features(5, 4))
     with pytest.raises(ConfigError, match=r"hidden_dropout must be in \[0, 1\)"):

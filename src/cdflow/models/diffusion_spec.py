@@ -64,22 +64,12 @@ class DiffusionSpec:
         if self.exp_method != _default("exp_method") and not exponential:
             raise ConfigError("diffusion.exp_method chooses the pair of the exponential integrator: set "
                               "--model.diffusion.kind graph --model.diffusion.integrator exponential, or drop it")
-        if self.kind == "graph" and self.integrator in ("explicit", "drift"):
-            for name in ("scheme", "method"):
+        idle = _IDLE_FIELDS.get(self.integrator) if self.kind == "graph" else None
+        if idle is not None:
+            names, why = idle
+            for name in names:
                 if getattr(self, name) != _default(name):
-                    what = "x ← x − τLx steps" if self.integrator == "explicit" else "−γLx in the ODE drift"
-                    raise ConfigError(
-                        f"diffusion.{name}={getattr(self, name)!r} does not act on integrator={self.integrator!r} "
-                        f"({what}); it chooses the sub-step of integrator 'split': drop it, or use "
-                        "--model.diffusion.integrator split"
-                    )
-        if exponential:
-            for name in ("n_steps", "scheme", "method"):
-                if getattr(self, name) != _default(name):
-                    raise ConfigError(
-                        f"diffusion.{name}={getattr(self, name)!r} does not act on the exponential integrator (its "
-                        "steps are adaptive under --model.solver.rtol/atol and its φ-functions are Krylov): drop it"
-                    )
+                    raise ConfigError(f"diffusion.{name}={getattr(self, name)!r} does not act on {why}")
 
     def check_solver(self, solver: SolverSpec) -> None:
         """Refuse solver settings that cannot act with this diffusion (the exponential integrator steps the
@@ -97,6 +87,16 @@ class DiffusionSpec:
         if solver.adjoint == "checkpoint":
             raise ConfigError("solver.adjoint='checkpoint' is not implemented for the exponential integrator: use "
                               "--model.solver.adjoint none (backprop through its steps) or backsolve (its own adjoint)")
+
+
+#: Per graph integrator, the DiffusionSpec fields that do not act on it and why (the end of the refusal).
+_IDLE_FIELDS: dict[str, tuple[tuple[str, ...], str]] = {
+    **{integ: (("scheme", "method"), f"integrator={integ!r} ({what}); it chooses the sub-step of integrator "
+               "'split': drop it, or use --model.diffusion.integrator split")
+       for integ, what in (("explicit", "x ← x − τLx steps"), ("drift", "−γLx in the ODE drift"))},
+    "exponential": (("n_steps", "scheme", "method"), "the exponential integrator (its steps are adaptive under "
+                    "--model.solver.rtol/atol and its φ-functions are Krylov): drop it"),
+}
 
 
 def _default(name: str) -> object:

@@ -282,7 +282,7 @@ class ContinuousDepthClassifier(L.LightningModule):
         self.members = members
         self.validate_on_train_forward = validate_on_train_forward
         if model is not None:
-            self._refuse_default_network_flags(model, spec, diff_spec, graph_spec)
+            self._warn_default_network_flags(model, spec, diff_spec, graph_spec)
         self.net = with_members(model if model is not None else self.build_model(), members, seed)
         self.regularization = reg_spec
         self._apply_regularization(reg_spec)
@@ -310,7 +310,7 @@ class ContinuousDepthClassifier(L.LightningModule):
         self.test_acc = MulticlassAccuracy(num_classes=self.num_classes, average="micro")
 
     # -- network ----------------------------------------------------------------------------------------
-    def _refuse_default_network_flags(self, model: nn.Module, solver: SolverSpec, diffusion: DiffusionSpec,
+    def _warn_default_network_flags(self, model: nn.Module, solver: SolverSpec, diffusion: DiffusionSpec,
                                       graph: GraphSpec) -> None:
         """With a network given (``--model.model``), the flags that build the default network do nothing: warn,
         naming every one set away from its default (a config written for the default network, such as
