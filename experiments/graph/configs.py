@@ -141,7 +141,8 @@ def continuous_net(in_features: int, num_classes: int, seed: int, *, gamma: floa
                    hidden: int = 64, input_dropout: float = 0.5, hidden_dropout: float = 0.5,
                    head_dropout: float = 0.0, encoder_activation: str = "relu", propagate: str = "features",
                    integrator: str = "split", method: str = "chebyshev", n_steps: int = 2,
-                   convection: str = "euler", encoder: str = "mlp") -> ConvectionDiffusionNet:
+                   convection: str = "euler", encoder: str = "mlp", convection_init: str = "default"
+                   ) -> ConvectionDiffusionNet:
     """One member of the continuous row from a point of its search (`experiments.graph.search_cdnet`):
     dh/dt = v(h) − γLh on [0, t1] (v: a tanh MLP of width `hidden`, no time input), integrated by `integrator`
     (split: Strang splitting with `method` diffusion sub-steps, the only integrator `method` acts on; explicit: Lie
@@ -163,6 +164,7 @@ def continuous_net(in_features: int, num_classes: int, seed: int, *, gamma: floa
             depth=2, activation="tanh", time_input=False, encoder=encoder,  # type: ignore[arg-type]
             encoder_activation=encoder_activation, dropout=input_dropout, hidden_dropout=hidden_dropout,
             head_dropout=head_dropout, propagate=propagate,  # type: ignore[arg-type]
+            convection_init=convection_init,  # type: ignore[arg-type]
             diffusion=DiffusionSpec(kind="graph", integrator=integrator, gamma=gamma, n_steps=n_steps,  # type: ignore[arg-type]
                                     **({"method": method} if integrator == "split" else {})),  # type: ignore[arg-type]
             solver=solver,

@@ -41,7 +41,10 @@ class TimeLinear(nn.Linear):
 
 
 class MLPVelocity(nn.Module):
-    """v(t, x) = W_L σ(… σ(W_1 [x, t] + b_1) …) + b_L, an MLP on the state (and depth t if `time_input`)."""
+    """v(t, x) = W_L σ(… σ(W_1 [x, t] + b_1) …) + b_L, an MLP on the state (and depth t if `time_input`).
+
+    zero_init: W_L = 0 and b_L = 0 at initialisation, so that v ≡ 0 and the flow starts as the identity (the
+    network starts as its base model; training moves it from there)."""
 
     def __init__(
         self,
@@ -50,6 +53,7 @@ class MLPVelocity(nn.Module):
         depth: int = 2,
         activation: str = "tanh",
         time_input: bool = True,
+        zero_init: bool = False,
     ) -> None:
         super().__init__()
         if dim < 1 or width < 1 or depth < 1:
@@ -62,6 +66,10 @@ class MLPVelocity(nn.Module):
             layers.append(make_activation(activation))
             layers.append(nn.Linear(width, width if i < depth - 2 else dim))
         self.net = nn.Sequential(*layers)
+        if zero_init:
+            last = layers[-1] if layers else self.first
+            nn.init.zeros_(last.weight)
+            nn.init.zeros_(last.bias)
 
     def forward(self, t: Tensor, x: Tensor) -> Tensor:
         h = self.first(t, x) if self.time_input else self.first(x)

@@ -40,6 +40,8 @@ from cdflow.velocity import MLPVelocity, make_activation
 PROPAGATE = ("features", "logits", "probabilities")
 #: The input encoder: one layer of `hidden` units, or the F-wide residual layer h = x + act(Wx + b).
 ENCODERS = ("mlp", "residual")
+#: The convection's initial output layer: torch's default, or zero (v ≡ 0: the net starts as encoder → diffusion).
+CONVECTION_INITS = ("default", "zero")
 #: The clamp of z(T) before the log with propagate='probabilities' (COIN's ε).
 PROB_EPS = 1e-8
 
@@ -72,6 +74,7 @@ class ConvectionDiffusionNet(nn.Module):
         head_dropout: float = 0.0,
         propagate: Literal["features", "logits", "probabilities"] = "features",
         encoder: Literal["mlp", "residual"] = "mlp",
+        convection_init: Literal["default", "zero"] = "default",
     ) -> None:
         super().__init__()
         self.solver = solver or SolverSpec()
@@ -93,6 +96,9 @@ class ConvectionDiffusionNet(nn.Module):
         if encoder == "residual" and hidden != in_features:
             raise ConfigError(f"ConvectionDiffusionNet encoder='residual' is F-wide (h = x + act(Wx + b)): hidden must "
                               f"equal in_features ({in_features}), got hidden={hidden}")
+        if convection_init not in CONVECTION_INITS:
+            raise ConfigError(f"ConvectionDiffusionNet convection_init={convection_init!r} is invalid; valid: "
+                              f"{', '.join(CONVECTION_INITS)}")
         self.propagate, self.encoder_kind = propagate, encoder
         self.input_dropout = dropout
         self.encoder = nn.Linear(in_features, hidden)
@@ -100,7 +106,8 @@ class ConvectionDiffusionNet(nn.Module):
         self.hidden_dropout = nn.Dropout(hidden_dropout)
         self.head_dropout = nn.Dropout(head_dropout)
         state = hidden if propagate == "features" else num_classes  # the dimension the solve acts on
-        self.velocity = MLPVelocity(state, width=width, depth=depth, activation=activation, time_input=time_input)
+        self.velocity = MLPVelocity(state, width=width, depth=depth, activation=activation, time_input=time_input,
+                                     zero_init=convection_init == "zero")
         self.head = nn.Linear(hidden, num_classes)
         self.graph = graph or GraphSpec()
         self.last_graph: str | None = None
