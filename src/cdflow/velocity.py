@@ -76,6 +76,31 @@ class MLPVelocity(nn.Module):
         return self.net(h)
 
 
+class ConcatVelocity(nn.Module):
+    """Fields side by side: v(t, [x_1 … x_K]) = [v_1(t, x_1) … v_K(t, x_K)] over the last axis, x_k of
+    `sizes[k]` columns. The fields in `frozen` run without gradients (their outputs carry none)."""
+
+    def __init__(self, fields: list[nn.Module], sizes: list[int], frozen: list[int] | None = None) -> None:
+        super().__init__()
+        if len(fields) != len(sizes) or not fields:
+            raise ConfigError(f"ConcatVelocity needs one size per field, got {len(fields)} fields, {len(sizes)} sizes")
+        self.fields = nn.ModuleList(fields)
+        self.sizes = list(sizes)
+        self.frozen = set(frozen or ())
+
+    def forward(self, t: Tensor, x: Tensor) -> Tensor:
+        if x.shape[-1] != sum(self.sizes):
+            raise ConfigError(f"ConcatVelocity expects {sum(self.sizes)} columns, got {x.shape[-1]}")
+        outs = []
+        for k, (field, xk) in enumerate(zip(self.fields, x.split(self.sizes, dim=-1))):
+            if k in self.frozen:
+                with torch.no_grad():
+                    outs.append(field(t, xk))
+            else:
+                outs.append(field(t, xk))
+        return torch.cat(outs, dim=-1)
+
+
 class _TimeConv(nn.Module):
     """3×3 convolution whose input carries depth t as one extra constant channel."""
 

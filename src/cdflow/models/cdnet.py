@@ -15,6 +15,7 @@ Lie/Strang split, or by an adaptive exponential integrator), or SDE noise (Feynm
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Literal
 
 import torch
@@ -29,11 +30,11 @@ from cdflow.models.layers import check_dropouts, dropout
 from cdflow.noise import NoiseDiffusion
 from cdflow.sde import check_sde, derive_seed, mean_field_spec, sample_paths, solve_sde
 from cdflow.solve import solve
-from cdflow.solvers import SolverSpec
+from cdflow.solvers import SolverSpec, ode_method
 from cdflow.sparse import SparseMatrix
 from cdflow.stats import SolveStats
 from cdflow.terms import Convection, Drift, GraphDiffusion
-from cdflow.velocity import MLPVelocity, make_activation
+from cdflow.velocity import ConcatVelocity, MLPVelocity, make_activation
 
 #: Where the linear head sits: after the solve (features) or before it (logits or their softmax: predict, then
 #: propagate).
@@ -242,12 +243,15 @@ class ConvectionDiffusionNet(nn.Module):
         self._stats_parts, self.diffusion_stats = [sol.stats], sol.diffusion
         return sol.y
 
-    def _split(self, z: Tensor, lap: Laplacian) -> Tensor:
+    def _split(self, z: Tensor, lap: Laplacian, convection: Drift | None = None) -> Tensor:
+        """Lie/Strang splitting of dz/dt = v(z) − γLz (`convection`: the convection drift, this net's by default;
+        the joint solve of `forward_members` passes its members' side by side)."""
         spec, diff = self.solver, self.diffusion
+        drift = self.convection if convection is None else convection
         parts: list[SolveStats] = []
 
         def convect(x: Tensor, ta: float, tb: float) -> Tensor:
-            sol = solve(self.convection, x, spec, ts=torch.tensor([ta, tb], dtype=x.dtype, device=x.device))
+            sol = solve(drift, x, spec, ts=torch.tensor([ta, tb], dtype=x.dtype, device=x.device))
             parts.append(sol.stats)
             return sol.y_final
 
@@ -257,3 +261,67 @@ class ConvectionDiffusionNet(nn.Module):
                                               scheme=scheme, diffusion=method)
         self._stats_parts = parts
         return z
+
+    @staticmethod
+    def joint_refusal(models: Sequence[nn.Module]) -> str | None:
+        """Why `models` (the members of one `Members` stack) cannot share one solve; None when they can.
+
+        They can when the solve acts on each state column alone with steps that do not depend on the state:
+        graph diffusion by explicit steps or a split with Chebyshev / explicit / implicit sub-steps (Krylov
+        chooses its dimension from the state), fixed-step convection, a fixed γ, the same settings."""
+        first = models[0]
+        if not all(type(m) is ConvectionDiffusionNet for m in models):
+            return "the members are not all ConvectionDiffusionNet"
+        assert isinstance(first, ConvectionDiffusionNet)
+        diff, spec = first.diffusion, first.solver
+        if diff.kind != "graph" or diff.integrator not in ("split", "explicit"):
+            return f"diffusion kind={diff.kind!r}, integrator={diff.integrator!r} (joint: graph split or explicit)"
+        if diff.integrator == "split" and diff.method == "krylov":
+            return "Krylov diffusion steps adapt their dimension to the state"
+        if diff.learnable:
+            return "a learnable γ differs between members"
+        adjoint_method = spec.adjoint_method or spec.method
+        if ode_method(spec.method).adaptive or (spec.adjoint == "backsolve" and ode_method(adjoint_method).adaptive):
+            return f"the adaptive {spec.method!r} would choose one step size for all members"
+        if first.graph.gather:
+            return "graph.gather diffuses over the gathered global batch"
+        for m in models[1:]:
+            assert isinstance(m, ConvectionDiffusionNet)
+            if (m.solver, m.diffusion, m.graph, m.propagate) != (spec, diff, first.graph, first.propagate):
+                return "the members' settings differ"
+        return None
+
+    @staticmethod
+    def forward_members(models: Sequence[ConvectionDiffusionNet], x: Tensor | SparseMatrix,
+                        graph: GraphInput = None, active: Sequence[int] | None = None
+                        ) -> tuple[Tensor, list[SolveStats], DiffusionStats | None]:
+        """Members k = 0..K−1 (`joint_refusal` is None) through one solve: each encodes x (its own dropout
+        draws, in member order), the states z_k sit side by side as the columns of one [N, Σ d_k] state, and
+        one split solve advances them all: one Laplacian product per step for all members, and the convection
+        ConcatVelocity applies v_k to the columns of member k. Members never mix (L acts on each column alone,
+        the steps do not depend on the state), so member k's output equals its own forward. Members not in
+        `active` run without gradients. Returns the [N, K, C] log-scores, the solve's and diffusion's stats."""
+        first = models[0]
+        if isinstance(x, Tensor) and x.dim() > 2:
+            x = x.reshape(x.shape[0], -1)
+        live = set(range(len(models))) if active is None else set(active)
+        zs = []
+        for k, m in enumerate(models):
+            if k in live:
+                zs.append(m.encode(x))
+            else:
+                with torch.no_grad():
+                    zs.append(m.encode(x))
+        lap = first._laplacian(x, graph, zs[0])
+        velocity = ConcatVelocity([m.velocity for m in models], [z.shape[-1] for z in zs],
+                                  frozen=[k for k in range(len(models)) if k not in live])
+        z = first._split(torch.cat(zs, dim=-1), lap, Drift([Convection(velocity)]))
+        outs = [torch.log_softmax(m.readout(zk), dim=-1) for m, zk in zip(models, z.split(velocity.sizes, dim=-1))]
+        out = torch.stack([o if k in live else o.detach() for k, o in enumerate(outs)], dim=1)
+        stats, diffusion = first._stats_parts, first.diffusion_stats
+        for m in models:  # the joint solve's counters are the caller's (`Members.stats`), not the first member's
+            m._stats_parts, m.diffusion_stats = [], None
+        merged = stats[0] if stats else None
+        for part in stats[1:]:
+            merged = merged.merge(part)
+        return out, ([merged] if merged is not None else []), diffusion

@@ -3,6 +3,10 @@
 COIN and Diff-ResNet carry the member axis in their own parameters (one graph product for all members:
 ``COIN(..., members=K)``). Any other network is stacked by this wrapper: K copies, each called on the same
 input, outputs stacked on axis 1 ([N, K, C]). Members never mix, so Σ_k loss_k trains each on its own loss.
+A network class may run its members together: if it defines ``joint_refusal(models)`` (None when they can)
+and ``forward_members(models, *args, active=…)`` returning (outputs, [SolveStats], DiffusionStats), the
+wrapper calls that instead of the loop and keeps the joint call's statistics as its own `stats` and
+`diffusion_stats` (`ConvectionDiffusionNet`: one solve for all members).
 """
 
 from __future__ import annotations
@@ -14,6 +18,8 @@ import torch
 from torch import Tensor, nn
 
 from cdflow.errors import ConfigError
+from cdflow.heat import DiffusionStats
+from cdflow.stats import SolveStats
 
 
 class Members(nn.Module):
@@ -26,8 +32,17 @@ class Members(nn.Module):
         self.members = members
         self.models = nn.ModuleList(factory(k) for k in range(members))
         self.active: list[int] | None = None
+        self.stats: SolveStats | None = None  # the joint call's (the members keep their own otherwise)
+        self.diffusion_stats: DiffusionStats | None = None
 
     def forward(self, *args: Any, **kwargs: Any) -> Tensor:
+        joint = getattr(type(self.models[0]), "forward_members", None)
+        refusal = getattr(type(self.models[0]), "joint_refusal", None)
+        self.stats, self.diffusion_stats = None, None
+        if joint is not None and refusal is not None and refusal(list(self.models)) is None:
+            out, stats, self.diffusion_stats = joint(list(self.models), *args, active=self.active, **kwargs)
+            self.stats = stats[0] if stats else None
+            return out
         outs = []
         for k, model in enumerate(self.models):
             if self.active is not None and k not in self.active:  # stopped early: no work, no gradient
