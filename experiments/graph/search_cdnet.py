@@ -9,6 +9,9 @@ the `refine` best points of the whole screen run on more splits (0..refine_split
 validation accuracy over those is the chosen point. Runs are the protocol's (`experiments.graph.units.run_unit`:
 its training, early stopping and restore); their test accuracy is dropped from the records unread.
 
+Stage 2 (``--stage2 RECORD``) starts each dataset from the chosen point of a stage-1 record and tries `STAGE2`,
+every point scored on 10 splits; it writes ``DIR/cdnet_search_stage2[_<mode>].json``.
+
 Writes ``DIR/cdnet_search[_<mode>].json``: the factors, every point's per-split validation accuracy and wall
 time, the choice after each factor, the refinement and the chosen point per dataset, the total wall time.
 """
@@ -25,6 +28,7 @@ import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from experiments.common import artefact, machine_info, mode_of, runner_parser
@@ -117,6 +121,22 @@ FACTORS: tuple[Factor, ...] = (
 )
 
 
+#: Stage 2 (``--stage2``): from stage 1's chosen point, the factors stage 1 could not reach. The convection's output
+#: layer zero-initialised (the net starts as encoder → diffusion), which also lets the probabilities be propagated
+#: (stage 1's default-initialised convection pushed them off the simplex: training collapsed on 3 of 5 splits);
+#: then COIN's form (probabilities, no dropout) against stage 1's, and γT about COIN's 7 (Cora) and 1.5 (Citeseer).
+STAGE2: tuple[Factor, ...] = (
+    Factor("convection initialisation", (("default", _set(convection_init="default")),
+                                         ("zero output layer", _set(convection_init="zero")))),
+    Factor("head position (propagate)", (("logits", _set(propagate="logits", head_dropout=0.0)),
+                                         ("probabilities", _set(propagate="probabilities", head_dropout=0.0)))),
+    Factor("dropout (input / h(0) / head)", tuple(
+        (f"{a:g}/{b:g}/0", _set(input_dropout=a, hidden_dropout=b, head_dropout=0.0))
+        for a, b in ((0.0, 0.0), (0.5, 0.5), (0.8, 0.5)))),
+    Factor("diffusion time γT", tuple((f"γT={g:g}", _diffusion_time(g)) for g in (1.5, 3.0, 5.0, 7.0, 9.0))),
+)
+
+
 @dataclass(frozen=True)
 class SearchSize:
     """Splits and epochs of one mode; factors: how many of FACTORS run (the smoke test runs two)."""
@@ -130,6 +150,9 @@ class SearchSize:
 
 
 SIZES = {"smoke": SearchSize(1, 2, 2, max_epochs=2, factors=2, datasets=("cora",)), "reduced": SearchSize()}
+#: Stage 2 scores every point on 10 splits (the refinement re-reads the same runs).
+STAGE2_SIZES = {"smoke": SearchSize(1, 1, 1, max_epochs=2, factors=1, datasets=("cora",)),
+                "reduced": SearchSize(10, 10, 3, factors=len(STAGE2))}
 
 
 def point_key(p: Point) -> str:
@@ -183,14 +206,16 @@ def pick(scores: list[dict[str, Any]], tie: float = TIE) -> int:
     return min(tied, key=lambda i: (scores[i]["wall_mean_s"], -scores[i]["val_mean"]))
 
 
-def search(dataset: str, size: SearchSize, workers: int) -> dict[str, Any]:
-    """The greedy screen, then the refinement of its best points (see the module docstring)."""
+def search(dataset: str, size: SearchSize, workers: int, start: Point | None = None,
+           factors: tuple[Factor, ...] = FACTORS) -> dict[str, Any]:
+    """The greedy screen from `start` (default BASE), then the refinement of its best points (see the module
+    docstring)."""
     t = task(dataset, False)
     s = Search(dataset, size, workers, info={"lam_max": t.lam_max})
     screen = range(size.screen_splits)
-    current = dict(BASE)
+    current = dict(BASE if start is None else start)
     steps = []
-    for factor in FACTORS[:size.factors]:
+    for factor in factors[:size.factors]:
         tried, refused = [], []
         for label, apply in factor.values:
             p = apply(current, s.info)
@@ -210,7 +235,8 @@ def search(dataset: str, size: SearchSize, workers: int) -> dict[str, Any]:
     refine = range(size.refine_splits)
     refined = s.evaluate([sc["point"] for sc in top], refine)
     chosen = refined[pick(refined)]
-    return {"dataset": dataset, "lam_max": t.lam_max, "screen_splits": list(screen), "steps": steps,
+    return {"dataset": dataset, "lam_max": t.lam_max, "start": dict(BASE if start is None else start),
+            "screen_splits": list(screen), "steps": steps,
             "refine_splits": list(refine), "refined": refined, "chosen": chosen,
             "runs": [{"point": json.loads(k), **r} for (k, _), r in s.runs.items()]}
 
@@ -234,6 +260,9 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
     p = runner_parser(__doc__, "tiny search for CI (seconds)", "not defined: the reduced search is the search")
     p.add_argument("--datasets", nargs="+", choices=("cora", "citeseer"), help="default: both (smoke: cora)")
     p.add_argument("--workers", type=int, default=1, help="processes (one run per task; default 1)")
+    p.add_argument("--stage2", type=Path, default=None, metavar="RECORD",
+                   help="stage 2: start each dataset from the chosen point of this stage-1 record and try the "
+                        "STAGE2 factors (writes cdnet_search_stage2[_smoke].json)")
     p.add_argument("--merge", action="store_true",
                    help="keep the other datasets of an existing record (datasets run now replace theirs)")
     return p.parse_args(argv)
@@ -254,28 +283,39 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     mode = mode_of(args)
     if mode == "full":
         raise SystemExit("search_cdnet has no --full mode: the reduced search is the search")
-    size = SIZES[mode]
+    size = (STAGE2_SIZES if args.stage2 else SIZES)[mode]
+    factors = STAGE2 if args.stage2 else FACTORS
     datasets = tuple(args.datasets) if args.datasets else size.datasets
+    starts: dict[str, Point] = {}
+    if args.stage2:
+        if not args.stage2.is_file():
+            raise SystemExit(f"--stage2: no stage-1 record at {args.stage2}")
+        stage1 = json.loads(args.stage2.read_text())
+        missing = [ds for ds in datasets if ds not in stage1.get("datasets", {})]
+        if missing:
+            raise SystemExit(f"--stage2: {args.stage2} has no search of {', '.join(missing)}")
+        starts = {ds: stage1["datasets"][ds]["chosen"]["point"] for ds in datasets}
     start_info, start = machine_info(), time.perf_counter()
     results = {}
     for ds in datasets:
         t0 = time.perf_counter()
-        results[ds] = search(ds, size, args.workers)
+        results[ds] = search(ds, size, args.workers, starts.get(ds), factors)
         results[ds]["wall_s"] = time.perf_counter() - t0
     payload = {
         "mode": mode,
         "command": "python -m experiments.graph.search_cdnet" + "".join(
             f" {a}" for a in (sys.argv[1:] if argv is None else argv)),
         "machine": start_info, "loadavg_end": machine_info()["loadavg"], "wall_s": time.perf_counter() - start,
-        "workers": args.workers, "base": BASE, "tie": TIE,
-        "factors": [{"name": f.name, "values": [v for v, _ in f.values]} for f in FACTORS[:size.factors]],
+        "workers": args.workers, "base": BASE, "tie": TIE, "stage": 2 if args.stage2 else 1,
+        "stage1_record": str(args.stage2) if args.stage2 else None,
+        "factors": [{"name": f.name, "values": [v for v, _ in f.values]} for f in factors[:size.factors]],
         "size": {"screen_splits": size.screen_splits, "refine_splits": size.refine_splits, "refine": size.refine,
                  "max_epochs": size.max_epochs, "inits": 1, "init_seed": "1000·split"},
         "training": vars(Training(max_epochs=size.max_epochs)),
         "datasets": results,
     }
     args.out.mkdir(parents=True, exist_ok=True)
-    path = args.out / artefact("cdnet_search", mode, "json")
+    path = args.out / artefact("cdnet_search_stage2" if args.stage2 else "cdnet_search", mode, "json")
     if args.merge and path.exists():
         payload = merge(json.loads(path.read_text()), payload)
     path.write_text(json.dumps(payload, indent=1, default=str))

@@ -1,13 +1,14 @@
 """`make reproduce-rnode`: RNODE (Finlay et al. 2020) against no regularisation, every run a `cdflow fit`.
 
 Digits (experiments/configs/digits.yaml, dopri5 rtol 1e-3): one unregularised run and one run per weight of the
-grid (``--model.regularization.kinetic λ --model.regularization.jacobian λ``) with seed 0; λ is chosen on
-VALIDATION figures only: among the λ whose last validation NFE is at least 1.5× lower than the unregularised
-run's and whose best validation accuracy is within `--val-margin` points of it, the one of best validation
-accuracy (`experiments.rnode.report.choose_lambda`). The unregularised run and the chosen λ are then trained
-with the other seeds (initialisation and dropout; the data split is fixed), and the report compares the forward
-NFE at the end of training (training steps of the last epoch, the last validation, the test of the tested
-checkpoint) and the test accuracy of the checkpoint `cdflow fit` tests (its best-validation one).
+grid (``--model.regularization.kinetic λ --model.regularization.jacobian λ``) with seed 0; λ is chosen on figures
+known before any test: among the λ whose forward NFE is at least 1.5× lower than the unregularised run's in the
+last validation and the last epoch's training steps, and whose best validation accuracy is within `--val-margin`
+points of it, the one of best validation accuracy (`experiments.rnode.report.choose_lambda`). The unregularised
+run and the chosen λ are then trained with the other seeds (initialisation and dropout; the data split is fixed),
+and the report compares the forward NFE at the end of training (training steps of the last epoch, the last
+validation, the test of the tested checkpoint) and the test accuracy of the checkpoint `cdflow fit` tests (its
+best-validation one).
 
 MNIST (``--mnist``): the ODE-Net of experiments/configs/mnist.yaml with an adaptive solver for both arms
 (dopri5 rtol 1e-3, atol 1e-4 instead of the config's fixed rk4), without and with the λ chosen on digits

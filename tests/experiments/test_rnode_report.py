@@ -49,6 +49,9 @@ def test_lambda_is_chosen_on_validation_figures_only():
     worse = copy.deepcopy(rec["runs"])
     worse[1]["best_val_acc"] = 0.90
     assert run.choose_lambda(worse, 0.5) is None
+    slow = copy.deepcopy(rec["runs"])
+    slow[1]["train_nfe_forward_last_epoch"] = 18.0  # validation NFE 1.53× lower, training steps only 1.44×
+    assert run.choose_lambda(slow, 0.5) is None
     assert run.choose_lambda(rec["runs"], 0.5, "mnist") is None  # no MNIST runs
     mnist = [_run("mnist", 0.0, 0, 0.97, 0.97, 30.0), _run("mnist", 1e-3, 0, 0.968, 0.5, 18.0),
              _run("mnist", 1e-2, 0, 0.80, 0.99, 14.0)]

@@ -95,7 +95,7 @@ def test_concat_velocity_applies_each_field_to_its_columns():
 
 
 def test_zero_init_convection_starts_as_pure_diffusion():
-    x, ei = bag_of_words(), ring_with_chords()
+    x = bag_of_words()
     torch.manual_seed(0)
     net = ConvectionDiffusionNet(30, 3, hidden=8, width=8, solver=EULER, diffusion=SPLIT,
                                  graph=GraphSpec(source="edges"), convection_init="zero", propagate="logits").eval()
