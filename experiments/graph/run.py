@@ -181,10 +181,12 @@ def _attach_full_run(payload: dict[str, Any], out: Path, json_name: str) -> None
 
 
 def _attach_search(payload: dict[str, Any], out: Path, mode: str) -> None:
-    """The continuous net's validation search (`cdnet_search[_smoke].json` in `out`), for the report only."""
-    path = out / artefact("cdnet_search", "smoke" if mode == "smoke" else "reduced", "json")
-    if path.exists():
-        payload["cdnet_search"] = json.loads(path.read_text())
+    """The continuous net's validation search (`cdnet_search[_stage2][_smoke].json` in `out`), for the report
+    only."""
+    for stem in ("cdnet_search", "cdnet_search_stage2"):
+        path = out / artefact(stem, "smoke" if mode == "smoke" else "reduced", "json")
+        if path.exists():
+            payload[stem] = json.loads(path.read_text())
 
 
 def _names(mode: str) -> tuple[str, str]:

@@ -19,7 +19,8 @@ def describe(p: dict[str, Any]) -> str:
             "probabilities": "propagate the class probabilities (head and softmax before the solve)"}.get(
         p["propagate"], "head after the solve")
     encoder = "F-wide residual encoder h = x + act(Wx + b), " if p.get("encoder", "mlp") == "residual" else ""
-    return (f"{head}; T = {p['t1']:g}, γ = {p['gamma']:g} (γT = {p['gamma'] * p['t1']:g}); {encoder}width "
+    init = "zero-initialised " if p.get("convection_init", "default") == "zero" else ""
+    return (f"{head}; T = {p['t1']:g}, γ = {p['gamma']:g} (γT = {p['gamma'] * p['t1']:g}); {encoder}{init}width "
             f"{p['hidden']}; dropout {p['input_dropout']:g} / {p['hidden_dropout']:g} / {p['head_dropout']:g} "
             f"(input / h(0) / head); encoder activation {p['encoder_activation']}; {integ} ({conv})")
 
@@ -29,6 +30,7 @@ def short(p: dict[str, Any]) -> str:
     integ = {"split": f"split {p['method']}", "explicit": "explicit", "drift": f"drift {p['convection']}"}
     head = {"logits": "head first, ", "probabilities": "probabilities, "}.get(p["propagate"], "")
     head += "residual encoder, " if p.get("encoder", "mlp") == "residual" else ""
+    head += "v₀ = 0, " if p.get("convection_init", "default") == "zero" else ""
     return f"{head}{integ[p['integrator']]}, T={p['t1']:g}, γT={p['gamma'] * p['t1']:g}, n={p['n_steps']}"
 
 
@@ -38,15 +40,20 @@ def _pct(v: float) -> str:
 
 def search_section(search: dict[str, Any] | None) -> list[str]:
     """Markdown: per dataset, every factor's values with their mean validation accuracy and time per run, the
-    refinement of the best points, and the chosen point (empty without a record)."""
+    refinement of the best points, and the chosen point (empty without a record). A stage-2 record (``stage``
+    2) starts from stage 1's chosen point."""
     if not search:
         return []
     size = search["size"]
+    stage2 = search.get("stage", 1) == 2
+    title = "## Continuous net: validation-only search" + (", stage 2" if stage2 else "")
+    name = "cdnet_search_stage2.json" if stage2 else "cdnet_search.json"
+    start = "stage 1's chosen point (above)" if stage2 else "a base point"
     out = [
-        "## Continuous net: validation-only search",
+        title,
         "",
         f"`{search['command']}` ({search['wall_s'] / 60:.1f} min, {search['workers']} process(es); raw record "
-        "`cdnet_search.json`). Greedy coordinate search from a base point: each factor in turn tries its values "
+        f"`{name}`). Greedy coordinate search from {start}: each factor in turn tries its values "
         f"with the others at the current choice, scored by mean validation accuracy over random splits "
         f"0–{size['screen_splits'] - 1} (one initialisation each); values within {100 * search['tie']:g} points of "
         "the best are tied and the fastest is taken. The "

@@ -73,14 +73,35 @@ def test_search_smoke_records_validation_only(tmp_path):
         assert 0.0 <= run["val_acc"] <= 1.0 and run["epochs"] >= 1
     md = experiments_module("graph.search_report").search_section(saved)
     assert any(line.startswith("Chosen for Cora:") for line in md)
+    # stage 2 starts from stage 1's choice and records validation only too
+    search = experiments_module("graph.search_cdnet")
+    out2 = tmp_path / "stage2"
+    search.main(["--smoke", "--stage2", str(tmp_path / "cdnet_search_smoke.json"), "--out", str(out2)])
+    stage2 = json.loads((out2 / "cdnet_search_stage2_smoke.json").read_text())
+    res2 = stage2["datasets"]["cora"]
+    assert stage2["stage"] == 2 and res2["start"] == res["chosen"]["point"]
+    assert [v["value"] for v in res2["steps"][0]["values"]] == ["default", "zero output layer"]
+    assert "test_acc" not in json.dumps(stage2)
+    md2 = "\n".join(experiments_module("graph.search_report").search_section(stage2))
+    assert "validation-only search, stage 2" in md2 and "from stage 1's chosen point" in md2
+    with pytest.raises(SystemExit, match="no stage-1 record"):
+        search.main(["--smoke", "--stage2", str(tmp_path / "missing.json"), "--out", str(out2)])
 
 
 def test_configured_rows_are_the_recorded_choice():
-    """`configs.CDNET` is the chosen point of the committed search record, for every dataset it searched."""
-    record = json.loads((ROOT / "experiments" / "results" / "cdnet_search.json").read_text())
+    """`configs.CDNET` is the chosen point of the committed search record of the latest stage, for every dataset
+    it searched (stage 2 starts from stage 1's choice)."""
+    results = ROOT / "experiments" / "results"
+    stage1 = json.loads((results / "cdnet_search.json").read_text())
+    chosen = {ds: res["chosen"]["point"] for ds, res in stage1["datasets"].items()}
+    if (results / "cdnet_search_stage2.json").exists():
+        stage2 = json.loads((results / "cdnet_search_stage2.json").read_text())
+        for ds, res in stage2["datasets"].items():
+            assert res["start"] == chosen[ds], ds  # it continued from the committed stage 1
+            chosen[ds] = res["chosen"]["point"]
     configs = experiments_module("graph.configs")
-    for ds, res in record["datasets"].items():
-        assert configs.CDNET[ds] == res["chosen"]["point"], ds
+    for ds, point in chosen.items():
+        assert configs.CDNET[ds] == point, ds
 
 
 def _record(chosen_val: float = 0.84) -> dict:
