@@ -124,7 +124,8 @@ FACTORS: tuple[Factor, ...] = (
 #: Stage 2 (``--stage2``): from stage 1's chosen point, the factors stage 1 could not reach. The convection's output
 #: layer zero-initialised (the net starts as encoder → diffusion), which also lets the probabilities be propagated
 #: (stage 1's default-initialised convection pushed them off the simplex: training collapsed on 3 of 5 splits);
-#: then COIN's form (probabilities, no dropout) against stage 1's, and γT about COIN's 7 (Cora) and 1.5 (Citeseer).
+#: then COIN's form (probabilities, no dropout) against stage 1's, and γT about COIN's 7 (Cora) and 1.5 (Citeseer)
+#: and stage 1's 8 and 2.
 STAGE2: tuple[Factor, ...] = (
     Factor("convection initialisation", (("default", _set(convection_init="default")),
                                          ("zero output layer", _set(convection_init="zero")))),
@@ -133,7 +134,8 @@ STAGE2: tuple[Factor, ...] = (
     Factor("dropout (input / h(0) / head)", tuple(
         (f"{a:g}/{b:g}/0", _set(input_dropout=a, hidden_dropout=b, head_dropout=0.0))
         for a, b in ((0.0, 0.0), (0.5, 0.5), (0.8, 0.5)))),
-    Factor("diffusion time γT", tuple((f"γT={g:g}", _diffusion_time(g)) for g in (1.5, 3.0, 5.0, 7.0, 9.0))),
+    Factor("diffusion time γT", tuple((f"γT={g:g}", _diffusion_time(g))
+                                      for g in (1.5, 2.0, 3.0, 5.0, 7.0, 8.0, 10.0))),  # holds stage 1's 8 and 2
 )
 
 
