@@ -107,3 +107,37 @@ def test_zero_init_convection_starts_as_pure_diffusion():
     # the zeroed layer is drawn first and then cleared: every other weight is the default initialisation's
     torch.testing.assert_close(default.encoder.weight, net.encoder.weight)
     assert default.velocity.net[-1].weight.abs().max() > 0
+
+
+@pytest.mark.parametrize("activation", ["relu", "tanh", "identity"])
+@pytest.mark.parametrize("propagate", ["logits", "probabilities"])
+def test_residual_encoder_kernel_equals_the_plain_path(monkeypatch, activation, propagate):
+    """The F-wide residual encoder through `WideResidual` (chunked, masks inside) gives the plain path's z(0) and
+    gradients, with the same dropout draws (x's non-zeros, then h)."""
+    from cdflow.models import cdnet as cdnet_module
+    from cdflow.sparse import SparseMatrix
+
+    x = SparseMatrix.from_tensor(bag_of_words(f=300).double())  # 300 features: 3 chunks, 84 padded columns
+    torch.manual_seed(3)
+    net = ConvectionDiffusionNet(300, 3, hidden=300, width=8, encoder="residual", encoder_activation=activation,
+                                 propagate=propagate, dropout=0.4, hidden_dropout=0.3, solver=EULER,
+                                 diffusion=SPLIT, graph=GraphSpec(source="edges")).double()
+    plain = copy.deepcopy(net)
+    for training in (True, False):
+        net.train(training), plain.train(training)
+        torch.manual_seed(7)
+        z = net.encode(x)
+        monkeypatch.setattr(cdnet_module, "WIDE_ACTIVATIONS", ())
+        torch.manual_seed(7)
+        ref = plain.encode(x)
+        monkeypatch.undo()
+        torch.testing.assert_close(z, ref, rtol=1e-12, atol=1e-12)
+        w = torch.randn_like(z)
+        (z * w).sum().backward()
+        (ref * w).sum().backward()
+        for (name, a), b in zip(net.named_parameters(), plain.parameters()):
+            if b.grad is None:
+                assert a.grad is None or a.grad.abs().max() == 0, name
+                continue
+            torch.testing.assert_close(a.grad, b.grad, rtol=1e-10, atol=1e-12, msg=name)
+        net.zero_grad(), plain.zero_grad()

@@ -26,7 +26,9 @@ from cdflow.graph import Laplacian
 from cdflow.heat import DiffusionStats, exponential_solve, split_solve
 from cdflow.models.diffusion_spec import DiffusionSpec
 from cdflow.models.graph_source import GraphInput, GraphSpec, gather_rows, resolve_graph
-from cdflow.models.layers import check_dropouts, dropout
+from cdflow.models.layers import check_dropouts, dropout, keep_mask
+from cdflow.models.wide_residual import ACTIVATIONS as WIDE_ACTIVATIONS
+from cdflow.models.wide_residual import WideLinear, WideResidual, chunk_mask
 from cdflow.noise import NoiseDiffusion
 from cdflow.sde import check_sde, derive_seed, mean_field_spec, sample_paths, solve_sde
 from cdflow.solve import solve
@@ -43,6 +45,8 @@ PROPAGATE = ("features", "logits", "probabilities")
 ENCODERS = ("mlp", "residual")
 #: The convection's initial output layer: torch's default, or zero (v ≡ 0: the net starts as encoder → diffusion).
 CONVECTION_INITS = ("default", "zero")
+#: Hidden columns per chunk of the F-wide residual encoder's kernel (COIN's default).
+WIDE_CHUNK = 128
 #: The clamp of z(T) before the log with propagate='probabilities' (COIN's ε).
 PROB_EPS = 1e-8
 
@@ -102,8 +106,11 @@ class ConvectionDiffusionNet(nn.Module):
                               f"{', '.join(CONVECTION_INITS)}")
         self.propagate, self.encoder_kind = propagate, encoder
         self.input_dropout = dropout
-        self.encoder = nn.Linear(in_features, hidden)
+        # the residual encoder's F×F weight is stored chunk-major for the F-wide kernel
+        self.encoder = WideLinear(in_features, hidden, WIDE_CHUNK) if encoder == "residual" else \
+            nn.Linear(in_features, hidden)
         self.encoder_activation = make_activation(encoder_activation)
+        self.encoder_activation_name = encoder_activation
         self.hidden_dropout = nn.Dropout(hidden_dropout)
         self.head_dropout = nn.Dropout(head_dropout)
         state = hidden if propagate == "features" else num_classes  # the dimension the solve acts on
@@ -156,6 +163,10 @@ class ConvectionDiffusionNet(nn.Module):
     def encode(self, x: Tensor | SparseMatrix) -> Tensor:
         """z(0): h = dropout_h(act(W dropout_x(x) + b)) (plus x with the residual encoder), then head(h) with
         propagate='logits' or softmax(head(h)) with 'probabilities'; sparse features are multiplied sparsely."""
+        if (self.encoder_kind == "residual" and self.propagate != "features" and isinstance(x, SparseMatrix)
+                and self.encoder_activation_name in WIDE_ACTIVATIONS):
+            logits = self._residual_logits(x)
+            return torch.softmax(logits, dim=-1) if self.propagate == "probabilities" else logits
         if isinstance(x, SparseMatrix):
             z = x.mm_stacked_dropout(self.encoder.weight.t()[None], self.input_dropout, self.training)[:, 0]
             z = z + self.encoder.bias
@@ -172,6 +183,31 @@ class ConvectionDiffusionNet(nn.Module):
             return h
         logits = self.head(h)
         return torch.softmax(logits, dim=-1) if self.propagate == "probabilities" else logits
+
+    def _residual_logits(self, x: SparseMatrix) -> Tensor:
+        """head(dropout_h(x + act(W dropout_x(x) + b))) by the F-wide kernel (`WideResidual`: the [N, F] hidden
+        layer one cache-sized column chunk at a time), with the dropout draws of the plain path (x's non-zeros,
+        then h) and the same values (the encoder's weight is stored chunk-major: `WideLinear`)."""
+        enc = self.encoder
+        assert isinstance(enc, WideLinear)
+        f, pad = enc.in_features, enc.padded - enc.in_features
+        w = enc.w1
+        w2t = nn.functional.pad(self.head.weight, (0, pad))[None]
+        vals = mask = None
+        if self.training and self.input_dropout > 0:
+            keep = keep_mask((1, x.nnz), self.input_dropout)
+            vals = x.vals.detach().to(w.dtype)[None] * keep * (1.0 / (1.0 - self.input_dropout))
+        p = self.hidden_dropout.p
+        residual = x
+        if self.training and p > 0:
+            keep_h = keep_mask((x.n_rows, f), p)
+            scale = 1.0 / (1.0 - p)
+            mask = chunk_mask(keep_h[None], scale, enc.padded, enc.w1.shape[3], w.dtype)
+            kept = keep_h[x.row_ids(), x.cols]  # the mask on x's non-zeros: the residual x ⊙ m
+            residual = x.with_values(x.vals.detach().to(w.dtype) * kept * scale)
+        act = self.encoder_activation_name
+        hidden = WideResidual.apply(enc.w1, enc.b1, w2t, x, False, None, vals, mask, act)[:, 0]
+        return residual.mm(self.head.weight.t()) + hidden + self.head.bias
 
     def readout(self, z: Tensor) -> Tensor:
         """Class scores of the final state: head(dropout_head(z(T))), z(T) itself with propagate='logits', or
