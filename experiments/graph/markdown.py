@@ -293,8 +293,10 @@ def markdown(payload: dict[str, Any]) -> str:
         "* Continuous convection–diffusion net (`cdflow.models.ConvectionDiffusionNet`): "
         "h = dropout(act(dropout(x) W_in + b_in)) (or, with the residual encoder, the F-wide "
         "h = dropout(x + act(dropout(x) W_in + b_in)) of COIN and Diff-ResNet), dz/dt = W₂ tanh(W₁z + b₁) + b₂ − γLz "
-        "on [0, T] (one solve per member), linear head before the solve (logits or their softmax propagated) or "
-        "after it; settings chosen on validation accuracy only (section "
+        "on [0, T] (the initialisations of a split through one solve, side by side, where that cannot couple "
+        "them: `ConvectionDiffusionNet.forward_members`, tested equal to separate models in "
+        "`tests/models/test_cdnet_members.py`), linear head before the solve (logits or their softmax propagated) "
+        "or after it; settings chosen on validation accuracy only (sections "
         f"*Continuous net: validation-only search*). {cdnet_settings(payload['runs'], proto['datasets'])}. "
         f"{cdnet_sentence(s, proto)}".rstrip(),
         "",
