@@ -121,21 +121,40 @@ FACTORS: tuple[Factor, ...] = (
 )
 
 
-#: Stage 2 (``--stage2``): from stage 1's chosen point, the factors stage 1 could not reach. The convection's output
-#: layer zero-initialised (the net starts as encoder → diffusion), which also lets the probabilities be propagated
-#: (stage 1's default-initialised convection pushed them off the simplex: training collapsed on 3 of 5 splits);
-#: then COIN's form (probabilities, no dropout) against stage 1's, and γT about COIN's 7 (Cora) and 1.5 (Citeseer)
-#: and stage 1's 8 and 2.
+#: COIN's total diffusion time τ·n per dataset: Cora the authors' (0.35 × 20), Citeseer the protocol's validation
+#: choice for COIN (τ = 0.3, n = 5: `make reproduce-graph`'s COIN search, experiments/results/graph.json).
+COIN_TIME = {"cora": 7.0, "citeseer": 1.5}
+
+
+def _coin_form(keep_dropout: bool) -> Callable[[Point, dict[str, float]], Point]:
+    """COIN's form around the current point: the class probabilities propagated, the convection's output layer
+    zero (so the net starts as COIN's network → diffusion), γT = COIN's; no dropout (COIN's) or the current."""
+    def apply(p: Point, info: dict[str, float]) -> Point:
+        q = {**p, "propagate": "probabilities", "convection_init": "zero", "head_dropout": 0.0,
+             "gamma": info["coin_time"] / p["t1"]}
+        if not keep_dropout:
+            q.update(input_dropout=0.0, hidden_dropout=0.0)
+        return _stable(q, info)
+    return apply
+
+
+#: Stage 2 (``--stage2``): from stage 1's chosen point, what stage 1's greedy order could not reach. Its first
+#: factor compares whole forms: stage 1's point, the same with the convection's output layer zero-initialised,
+#: and COIN's form (probabilities propagated from a zero convection: stage 1 tried probabilities only with a
+#: default-initialised convection, which pushed them off the simplex and collapsed training on 3 of 5 splits);
+#: then the dropout, γT (holding stage 1's 8 and 2 and COIN's 7 and 1.5), and the convection's initialisation.
 STAGE2: tuple[Factor, ...] = (
-    Factor("convection initialisation", (("default", _set(convection_init="default")),
-                                         ("zero output layer", _set(convection_init="zero")))),
-    Factor("head position (propagate)", (("logits", _set(propagate="logits", head_dropout=0.0)),
-                                         ("probabilities", _set(propagate="probabilities", head_dropout=0.0)))),
+    Factor("form", (("stage 1's point", _set()),
+                    ("stage 1's, zero convection output", _set(convection_init="zero")),
+                    ("COIN's form (probabilities, v₀ = 0, COIN's γT, no dropout)", _coin_form(False)),
+                    ("COIN's form with the current dropout", _coin_form(True)))),
     Factor("dropout (input / h(0) / head)", tuple(
         (f"{a:g}/{b:g}/0", _set(input_dropout=a, hidden_dropout=b, head_dropout=0.0))
-        for a, b in ((0.0, 0.0), (0.5, 0.5), (0.8, 0.5)))),
+        for a, b in ((0.0, 0.0), (0.5, 0.0), (0.5, 0.5), (0.8, 0.5)))),
     Factor("diffusion time γT", tuple((f"γT={g:g}", _diffusion_time(g))
-                                      for g in (1.5, 2.0, 3.0, 5.0, 7.0, 8.0, 10.0))),  # holds stage 1's 8 and 2
+                                      for g in (1.5, 2.0, 3.0, 5.0, 7.0, 8.0, 10.0))),
+    Factor("convection initialisation", (("default", _set(convection_init="default")),
+                                         ("zero output layer", _set(convection_init="zero")))),
 )
 
 
@@ -213,7 +232,7 @@ def search(dataset: str, size: SearchSize, workers: int, start: Point | None = N
     """The greedy screen from `start` (default BASE), then the refinement of its best points (see the module
     docstring)."""
     t = task(dataset, False)
-    s = Search(dataset, size, workers, info={"lam_max": t.lam_max})
+    s = Search(dataset, size, workers, info={"lam_max": t.lam_max, "coin_time": COIN_TIME.get(dataset, 0.0)})
     screen = range(size.screen_splits)
     current = dict(BASE if start is None else start)
     steps = []

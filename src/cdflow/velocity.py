@@ -66,10 +66,21 @@ class MLPVelocity(nn.Module):
             layers.append(make_activation(activation))
             layers.append(nn.Linear(width, width if i < depth - 2 else dim))
         self.net = nn.Sequential(*layers)
-        if zero_init:
-            last = layers[-1] if layers else self.first
+        self.zero_init = zero_init
+        self._zero_last()
+
+    def _zero_last(self) -> None:
+        if self.zero_init:
+            last = self.net[-1] if len(self.net) else self.first
             nn.init.zeros_(last.weight)
             nn.init.zeros_(last.bias)
+
+    def reset_parameters(self) -> None:
+        """Every layer's own initialisation, in order, then the zeroed output layer of `zero_init`."""
+        for layer in (self.first, *self.net):
+            if hasattr(layer, "reset_parameters"):
+                layer.reset_parameters()
+        self._zero_last()
 
     def forward(self, t: Tensor, x: Tensor) -> Tensor:
         h = self.first(t, x) if self.time_input else self.first(x)

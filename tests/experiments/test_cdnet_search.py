@@ -47,6 +47,15 @@ def test_explicit_and_drift_steps_are_the_least_stable_count(integrator, convect
     assert split["n_steps"] == 1
 
 
+def test_coin_form_is_coins_network_with_a_zero_convection():
+    search = experiments_module("graph.search_cdnet")
+    info = {"lam_max": 5.78, "coin_time": 7.0}
+    p = search._coin_form(False)({**search.BASE, "t1": 0.3, "input_dropout": 0.8}, info)
+    assert p["propagate"] == "probabilities" and p["convection_init"] == "zero"
+    assert math.isclose(p["gamma"] * p["t1"], 7.0) and p["input_dropout"] == p["hidden_dropout"] == 0.0
+    assert search._coin_form(True)({**search.BASE, "input_dropout": 0.8}, info)["input_dropout"] == 0.8
+
+
 def test_factor_values_move_only_their_coordinate():
     """T with γT kept; γT with T kept; the integrator keeps the other settings."""
     search = experiments_module("graph.search_cdnet")
@@ -80,7 +89,8 @@ def test_search_smoke_records_validation_only(tmp_path):
     stage2 = json.loads((out2 / "cdnet_search_stage2_smoke.json").read_text())
     res2 = stage2["datasets"]["cora"]
     assert stage2["stage"] == 2 and res2["start"] == res["chosen"]["point"]
-    assert [v["value"] for v in res2["steps"][0]["values"]] == ["default", "zero output layer"]
+    assert [v["value"] for v in res2["steps"][0]["values"]][:2] == ["stage 1's point",
+                                                                     "stage 1's, zero convection output"]
     assert "test_acc" not in json.dumps(stage2)
     md2 = "\n".join(experiments_module("graph.search_report").search_section(stage2))
     assert "validation-only search, stage 2" in md2 and "from stage 1's chosen point" in md2

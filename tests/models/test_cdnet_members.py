@@ -141,3 +141,24 @@ def test_residual_encoder_kernel_equals_the_plain_path(monkeypatch, activation, 
                 continue
             torch.testing.assert_close(a.grad, b.grad, rtol=1e-10, atol=1e-12, msg=name)
         net.zero_grad(), plain.zero_grad()
+
+
+def test_joint_stats_count_the_backward_too():
+    """The shared solve's counters are read after backward (merged then), as a single net's are."""
+    x, ei, y = bag_of_words().double(), ring_with_chords(), torch.arange(40) % 3
+    solo = _members(SPLIT, EULER, k=1).train()
+    joint = _members(SPLIT, EULER).train()
+    out = joint(x, ei)
+    assert joint.joint_refusal is None and joint.stats.nfe_backward == 0
+    member_nll(out, y, torch.arange(12)).sum().backward()
+    single = solo.models[0]
+    member_nll(single(x, ei)[:, None], y, torch.arange(12)).sum().backward()
+    assert single.stats.nfe_backward > 0
+    assert joint.stats.nfe_backward == single.stats.nfe_backward  # one shared backward per step, like one net
+    assert joint.stats.nfe_forward == single.stats.nfe_forward
+
+
+def test_refusal_names_the_reason_for_any_stack():
+    assert ConvectionDiffusionNet.joint_refusal([]) == "no members"
+    m = _members(DiffusionSpec(kind="none"), EULER, k=2)
+    assert "kind='none'" in ConvectionDiffusionNet.joint_refusal(list(m.models))

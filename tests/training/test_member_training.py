@@ -226,3 +226,20 @@ def test_member_losses_do_not_depend_on_the_number_of_members():
     narrow = ContinuousDepthClassifier(C, (F,), model=COIN(F, C))
     for k in range(5):
         assert torch.equal(wide._member_losses(logits, y)[k], narrow._member_losses(logits[:, k], y)[0])
+
+
+def test_members_redraw_every_layer_and_keep_a_zero_convection():
+    """Members k ≥ 1 redraw all parameters, the chunk-major F-wide encoder too, and a zero-initialised convection
+    output layer stays zero in every member (each module re-initialised by its outermost `reset_parameters`)."""
+    net = ConvectionDiffusionNet(F, C, hidden=F, width=8, encoder="residual", propagate="logits",
+                                 convection_init="zero", diffusion=DiffusionSpec(kind="graph", integrator="split",
+                                                                                method="chebyshev"))
+    copies = ContinuousDepthClassifier(C, (F,), model=net, members=3).net.models
+    for k in (1, 2):
+        for (name, a), b in zip(copies[0].named_parameters(), copies[k].parameters()):
+            if name.startswith("velocity.net.1"):  # the zeroed output layer
+                assert a.abs().max() == 0 and b.abs().max() == 0, name
+            elif name == "encoder.b1":  # padding stays zero, the rest differs
+                assert not torch.equal(a, b) and bool((b[0, F:] == 0).all())
+            else:
+                assert not torch.equal(a, b), name

@@ -305,13 +305,17 @@ class ConvectionDiffusionNet(nn.Module):
         They can when the solve acts on each state column alone with steps that do not depend on the state:
         graph diffusion by explicit steps or a split with Chebyshev / explicit / implicit sub-steps (Krylov
         chooses its dimension from the state), fixed-step convection, a fixed γ, the same settings."""
+        if not models:
+            return "no members"
         first = models[0]
         if not all(type(m) is ConvectionDiffusionNet for m in models):
             return "the members are not all ConvectionDiffusionNet"
         assert isinstance(first, ConvectionDiffusionNet)
         diff, spec = first.diffusion, first.solver
-        if diff.kind != "graph" or diff.integrator not in ("split", "explicit"):
-            return f"diffusion kind={diff.kind!r}, integrator={diff.integrator!r} (joint: graph split or explicit)"
+        if diff.kind != "graph":
+            return f"diffusion kind={diff.kind!r} (a shared solve needs graph diffusion, split or explicit)"
+        if diff.integrator not in ("split", "explicit"):
+            return f"graph diffusion integrator={diff.integrator!r} (a shared solve needs split or explicit)"
         if diff.integrator == "split" and diff.method == "krylov":
             return "Krylov diffusion steps adapt their dimension to the state"
         if diff.learnable:
@@ -336,7 +340,8 @@ class ConvectionDiffusionNet(nn.Module):
         one split solve advances them all: one Laplacian product per step for all members, and the convection
         ConcatVelocity applies v_k to the columns of member k. Members never mix (L acts on each column alone,
         the steps do not depend on the state), so member k's output equals its own forward. Members not in
-        `active` run without gradients. Returns the [N, K, C] log-scores, the solve's and diffusion's stats."""
+        `active` run without gradients. Returns the [N, K, C] log-scores, the solve's stats (its sub-solves'
+        objects, which the backward goes on counting into: merge them when read) and the diffusion's."""
         first = models[0]
         if isinstance(x, Tensor) and x.dim() > 2:
             x = x.reshape(x.shape[0], -1)
@@ -354,10 +359,7 @@ class ConvectionDiffusionNet(nn.Module):
         z = first._split(torch.cat(zs, dim=-1), lap, Drift([Convection(velocity)]))
         outs = [torch.log_softmax(m.readout(zk), dim=-1) for m, zk in zip(models, z.split(velocity.sizes, dim=-1))]
         out = torch.stack([o if k in live else o.detach() for k, o in enumerate(outs)], dim=1)
-        stats, diffusion = first._stats_parts, first.diffusion_stats
+        parts, diffusion = first._stats_parts, first.diffusion_stats
         for m in models:  # the joint solve's counters are the caller's (`Members.stats`), not the first member's
             m._stats_parts, m.diffusion_stats = [], None
-        merged = stats[0] if stats else None
-        for part in stats[1:]:
-            merged = merged.merge(part)
-        return out, ([merged] if merged is not None else []), diffusion
+        return out, parts, diffusion

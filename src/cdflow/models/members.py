@@ -6,7 +6,9 @@ input, outputs stacked on axis 1 ([N, K, C]). Members never mix, so Σ_k loss_k 
 A network class may run its members together: if it defines ``joint_refusal(models)`` (None when they can)
 and ``forward_members(models, *args, active=…)`` returning (outputs, [SolveStats], DiffusionStats), the
 wrapper calls that instead of the loop and keeps the joint call's statistics as its own `stats` and
-`diffusion_stats` (`ConvectionDiffusionNet`: one solve for all members).
+`diffusion_stats` (`ConvectionDiffusionNet`: one solve for all members). Counts then follow the member-axis
+models' convention (COIN, Diff-ResNet): a shared evaluation or Laplacian product counts once for all members;
+members run one by one have their counts summed.
 """
 
 from __future__ import annotations
@@ -32,16 +34,30 @@ class Members(nn.Module):
         self.members = members
         self.models = nn.ModuleList(factory(k) for k in range(members))
         self.active: list[int] | None = None
-        self.stats: SolveStats | None = None  # the joint call's (the members keep their own otherwise)
+        self._joint_parts: list[SolveStats] = []  # the shared solve's (the members keep their own otherwise)
         self.diffusion_stats: DiffusionStats | None = None
+        #: why the last call ran the members one by one (None: they shared one call; set by each call)
+        self.joint_refusal: str | None = None
+
+    @property
+    def stats(self) -> SolveStats | None:
+        """The shared solve's statistics of the last call, merged when read (after backward: with its
+        backward counts); None when the members ran one by one (each keeps its own, summed by the reader)."""
+        if not self._joint_parts:
+            return None
+        total = self._joint_parts[0]
+        for part in self._joint_parts[1:]:
+            total = total.merge(part)
+        return total
 
     def forward(self, *args: Any, **kwargs: Any) -> Tensor:
         joint = getattr(type(self.models[0]), "forward_members", None)
         refusal = getattr(type(self.models[0]), "joint_refusal", None)
-        self.stats, self.diffusion_stats = None, None
-        if joint is not None and refusal is not None and refusal(list(self.models)) is None:
-            out, stats, self.diffusion_stats = joint(list(self.models), *args, active=self.active, **kwargs)
-            self.stats = stats[0] if stats else None
+        self._joint_parts, self.diffusion_stats = [], None
+        self.joint_refusal = "the network cannot share a solve" if refusal is None else refusal(list(self.models))
+        if joint is not None and self.joint_refusal is None:
+            out, self._joint_parts, self.diffusion_stats = joint(list(self.models), *args, active=self.active,
+                                                                 **kwargs)
             return out
         outs = []
         for k, model in enumerate(self.models):

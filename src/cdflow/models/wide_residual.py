@@ -123,14 +123,22 @@ class WideLinear(torch.nn.Module):
 
     def __init__(self, in_features: int, out_features: int, chunk: int = 128) -> None:
         super().__init__()
-        linear = torch.nn.Linear(in_features, out_features)  # nn.Linear's draws, in its order
         n_chunks = -(-out_features // min(chunk, out_features))
         chunk = -(-out_features // n_chunks)  # the same number of chunks, as little zero padding as possible
         self.in_features, self.out_features = in_features, out_features
-        padded = torch.zeros(in_features, n_chunks * chunk)
-        padded[:, :out_features] = linear.weight.detach().t()
-        self.w1 = torch.nn.Parameter(padded.view(in_features, n_chunks, chunk).transpose(0, 1).contiguous()[None])
-        self.b1 = torch.nn.Parameter(F.pad(linear.bias.detach(), (0, n_chunks * chunk - out_features))[None])
+        self.w1 = torch.nn.Parameter(torch.zeros(1, n_chunks, in_features, chunk))
+        self.b1 = torch.nn.Parameter(torch.zeros(1, n_chunks * chunk))
+        self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        """nn.Linear's initialisation (its draws, in its order), laid out chunk-major; the padding zero."""
+        linear = torch.nn.Linear(self.in_features, self.out_features, dtype=self.w1.dtype)
+        n_chunks, chunk = self.w1.shape[1], self.w1.shape[3]
+        padded = torch.zeros(self.in_features, n_chunks * chunk, dtype=self.w1.dtype)
+        padded[:, : self.out_features] = linear.weight.detach().t()
+        with torch.no_grad():
+            self.w1.copy_(padded.view(self.in_features, n_chunks, chunk).transpose(0, 1)[None])
+            self.b1.zero_()[0, : self.out_features] = linear.bias.detach()
 
     @property
     def padded(self) -> int:

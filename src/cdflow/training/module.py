@@ -107,10 +107,20 @@ def _shape(t: Any) -> str:
     return "[" + ", ".join(str(d) for d in t.shape) + "]"
 
 
+def _reset_outermost(module: nn.Module) -> None:
+    """Re-initialise `module` by its own `reset_parameters` if it has one (which then owns its sub-modules: e.g. a
+    velocity whose output layer starts at zero, an encoder stored in another layout), else each child in turn."""
+    if hasattr(module, "reset_parameters"):
+        module.reset_parameters()
+        return
+    for child in module.children():
+        _reset_outermost(child)
+
+
 def with_members(net: nn.Module, members: int, seed: int = 0) -> nn.Module:
     """`net` with `members` initialisations: a model with a member axis (COIN, DiffResNet) is rebuilt with
     ``members=K``; any other network is stacked by `Members` (member 0 is `net`, member k a copy whose
-    layers are re-initialised from seed + k)."""
+    layers are re-initialised from seed + k, each by the outermost module that has `reset_parameters`)."""
     native = getattr(net, "members", None)
     if isinstance(native, int):
         if native == members:
@@ -127,9 +137,8 @@ def with_members(net: nn.Module, members: int, seed: int = 0) -> nn.Module:
         copy = deepcopy(net)
         with torch.random.fork_rng():
             torch.manual_seed(seed + k)
-            for module in copy.modules():
-                if module is not copy and hasattr(module, "reset_parameters"):
-                    module.reset_parameters()
+            for child in copy.children():
+                _reset_outermost(child)
         return copy
 
     return Members(factory, members)
@@ -512,7 +521,8 @@ class ContinuousDepthClassifier(L.LightningModule):
         return member_mean(F.cross_entropy(lg.permute(0, 2, 1), target, reduction="none", label_smoothing=smoothing))
 
     def _report_graph(self) -> None:
-        """Say once which graph the run diffuses over (the model's `last_graph`)."""
+        """Say once which graph the run diffuses over (the model's `last_graph`) and whether its members share a
+        solve."""
         if self._graph_reported:
             return
         self._graph_reported = True
@@ -522,6 +532,11 @@ class ContinuousDepthClassifier(L.LightningModule):
             print(f"cdflow: diffusing over the {desc}")
             for logger in self.loggers:  # W&B config / hparams.yaml: which graph this run used
                 logger.log_hyperparams({"graph": desc})
+        if isinstance(self.net, Members) and self.global_rank == 0:
+            why = self.net.joint_refusal
+            how = "share one solve (solver and Laplacian counts are the shared solve's)" if why is None else \
+                f"run one by one, their solver and Laplacian counts summed ({why})"
+            print(f"cdflow: the {self.net.members} members {how}")
 
     # -- failed steps ---------------------------------------------------------------------------------------
     def _world_size(self) -> int:
