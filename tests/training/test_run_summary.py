@@ -45,7 +45,7 @@ def test_resumed_run_counts_this_run_and_the_total_and_names_the_last_checkpoint
     assert _line(first, "fit:").startswith("fit:         1 epoch, 2 steps in ")
     # The test of the best checkpoint restores the callbacks' state of that older file: last is still shown.
     hint = _line(first, "checkpoints:")
-    assert "last: last.ckpt); resume (raise --trainer.max_epochs to train on): cdflow fit " in hint
+    assert "last: last.ckpt); train on to epoch 2: cdflow fit " in hint and "--trainer.max_epochs 2 " in hint
     assert hint.endswith(f"--ckpt_path {root / 'checkpoints' / 'last.ckpt'}") or hint.endswith("checkpoints/last.ckpt")
 
     run_cli(_quick(root, 3, "--trainer.callbacks", "[]", "--ckpt_path", "last"))
@@ -90,3 +90,10 @@ def test_resume_command_replaces_ckpt_path_and_falls_back_to_the_config():
     assert resume_command(["fit", "--ckpt_path=old.ckpt"], "r/last.ckpt") == "cdflow fit --ckpt_path r/last.ckpt"
     assert resume_command(None, "r/last.ckpt", "r/config.yaml") == \
         "cdflow fit --config r/config.yaml --ckpt_path r/last.ckpt"
+    # a finished run trains on only with a larger epoch limit: the given one is replaced
+    assert resume_command(["fit", "--trainer.max_epochs", "3", "--x", "1"], "l.ckpt", max_epochs=6) == \
+        "cdflow fit --x 1 --trainer.max_epochs 6 --ckpt_path l.ckpt"
+    assert resume_command(["fit", "--trainer.max_epochs=3"], "l.ckpt", max_epochs=6) == \
+        "cdflow fit --trainer.max_epochs 6 --ckpt_path l.ckpt"
+    assert resume_command(None, "l.ckpt", "c.yaml", max_epochs=4) == \
+        "cdflow fit --config c.yaml --trainer.max_epochs 4 --ckpt_path l.ckpt"

@@ -63,20 +63,26 @@ def last_checkpoint(trainer: L.Trainer) -> str | None:
     return next((p for p in paths if p and Path(p).is_file()), None)
 
 
-def resume_command(args: Sequence[str] | None, last: str, config: str | None = None) -> str:
+def resume_command(args: Sequence[str] | None, last: str, config: str | None = None,
+                   max_epochs: int | None = None) -> str:
     """The command that resumes from `last`: `args` (the original command line, if known) with ``--ckpt_path
-    <last>`` in place of any ``--ckpt_path``; else ``cdflow fit --config <config> --ckpt_path <last>``."""
+    <last>`` in place of any ``--ckpt_path``; else ``cdflow fit --config <config> --ckpt_path <last>``. With
+    `max_epochs`, ``--trainer.max_epochs <max_epochs>`` replaces any given (a finished run trains on only to a
+    larger limit)."""
     if not args:
-        return shlex.join(["cdflow", "fit", "--config", config or "CONFIG", "--ckpt_path", last])
+        args = ["fit", "--config", config or "CONFIG"]
     kept: list[str] = []
     skip = False
+    drop = ("--ckpt_path",) + (("--trainer.max_epochs",) if max_epochs is not None else ())
     for arg in args:
         if skip:
             skip = False
-        elif arg == "--ckpt_path":
+        elif arg in drop:
             skip = True
-        elif not arg.startswith("--ckpt_path="):
+        elif not any(arg.startswith(f"{flag}=") for flag in drop):
             kept.append(arg)
+    if max_epochs is not None:
+        kept += ["--trainer.max_epochs", str(max_epochs)]
     return shlex.join(["cdflow", *kept, "--ckpt_path", last])
 
 
@@ -138,9 +144,10 @@ def run_summary(
     config = config if config is not None and config.is_file() else None
     if dirpath and Path(dirpath).is_dir():
         best = best_weights or getattr(ckpt, "best_model_path", "") or "-"
+        more = 2 * max(1, trainer.current_epoch)  # a finished run trains on only to a larger epoch limit
         lines.append(f"  checkpoints: {_rel(dirpath)} (best: {Path(best).name}, last: {Path(last or '-').name})"
-                     + ("; resume (raise --trainer.max_epochs to train on): "
-                        f"{resume_command(args, _rel(last), config and _rel(config))}"
+                     + (f"; train on to epoch {more}: "
+                        f"{resume_command(args, _rel(last), config and _rel(config), more)}"
                         if last and not trainer.interrupted else ""))
     if trainer.interrupted:
         saved = next((getattr(cb, "_last_global_step_saved", None) for cb in trainer.checkpoint_callbacks
