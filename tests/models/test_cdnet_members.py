@@ -71,6 +71,7 @@ def test_stopped_members_get_no_gradient_in_the_joint_solve():
 
 @pytest.mark.parametrize(("diffusion", "solver", "why"), [
     (DiffusionSpec(kind="graph", integrator="split", method="krylov", gamma=1.0, n_steps=2), EULER, "Krylov"),
+    (DiffusionSpec(kind="graph", integrator="split", method="implicit", gamma=1.0, n_steps=2), EULER, "CG"),
     (SPLIT, SolverSpec(method="dopri5", t1=0.5), "adaptive"),
     (DiffusionSpec(kind="graph", integrator="split", method="chebyshev", gamma=1.0, learnable=True), EULER,
      "learnable"),

@@ -303,8 +303,9 @@ class ConvectionDiffusionNet(nn.Module):
         """Why `models` (the members of one `Members` stack) cannot share one solve; None when they can.
 
         They can when the solve acts on each state column alone with steps that do not depend on the state:
-        graph diffusion by explicit steps or a split with Chebyshev / explicit / implicit sub-steps (Krylov
-        chooses its dimension from the state), fixed-step convection, a fixed γ, the same settings."""
+        graph diffusion by explicit steps or a split with Chebyshev or explicit sub-steps (Krylov chooses its
+        dimension and implicit steps their CG iterations from the state), fixed-step convection, a fixed γ, the
+        same settings."""
         if not models:
             return "no members"
         first = models[0]
@@ -318,6 +319,8 @@ class ConvectionDiffusionNet(nn.Module):
             return f"graph diffusion integrator={diff.integrator!r} (a shared solve needs split or explicit)"
         if diff.integrator == "split" and diff.method == "krylov":
             return "Krylov diffusion steps adapt their dimension to the state"
+        if diff.integrator == "split" and diff.method == "implicit":
+            return "implicit diffusion steps stop their CG iterations on the state's residual"
         if diff.learnable:
             return "a learnable γ differs between members"
         adjoint_method = spec.adjoint_method or spec.method
