@@ -87,6 +87,21 @@ class MLPVelocity(nn.Module):
         return self.net(h)
 
 
+class SimplexVelocity(nn.Module):
+    """Replicator dynamics: v_i(t, z) = z_i (f_i(t, z) − Σ_j z_j f_j(t, z)), the convection of a state z on the
+    probability simplex. Σ_i v_i = 0 (the total is kept exactly, by any Runge–Kutta step too) and v_i = 0 where
+    z_i = 0 (the flow keeps z ≥ 0; an explicit step of size h does while h (f_i − f̄) ≥ −1). In log-coordinates
+    it is d log z_i/dt = f_i − f̄: a convection of the log-probabilities by f."""
+
+    def __init__(self, field: nn.Module) -> None:
+        super().__init__()
+        self.field = field
+
+    def forward(self, t: Tensor, z: Tensor) -> Tensor:
+        f = self.field(t, z)
+        return z * (f - (z * f).sum(-1, keepdim=True))
+
+
 class ConcatVelocity(nn.Module):
     """Fields side by side: v(t, [x_1 … x_K]) = [v_1(t, x_1) … v_K(t, x_K)] over the last axis, x_k of
     `sizes[k]` columns. The fields in `frozen` run without gradients (their outputs carry none)."""

@@ -163,3 +163,31 @@ def test_refusal_names_the_reason_for_any_stack():
     assert ConvectionDiffusionNet.joint_refusal([]) == "no members"
     m = _members(DiffusionSpec(kind="none"), EULER, k=2)
     assert "kind='none'" in ConvectionDiffusionNet.joint_refusal(list(m.models))
+
+
+def test_probabilities_stay_on_the_simplex():
+    """propagate='probabilities': the replicator convection has Σ_i v_i = 0 and v_i = 0 where z_i = 0, and with the
+    GCN-form Laplacian (zero row sums) the whole split solve keeps every node's z a probability vector."""
+    from cdflow.velocity import SimplexVelocity
+
+    torch.manual_seed(0)
+    field = MLPVelocity(4, width=8)
+    v = SimplexVelocity(field)
+    z = torch.softmax(torch.randn(50, 4, dtype=torch.float64), -1)
+    z[:5, 0] = 0.0
+    z = z / z.sum(-1, keepdim=True)
+    out = v(torch.tensor(0.0), z.float()).double()
+    assert out.sum(-1).abs().max() < 1e-6 and out[:5, 0].abs().max() == 0
+    x, ei = bag_of_words().double(), ring_with_chords()
+    torch.manual_seed(1)
+    net = ConvectionDiffusionNet(30, 3, hidden=8, width=8, solver=EULER, diffusion=SPLIT, propagate="probabilities",
+                                 graph=GraphSpec(source="edges")).double().eval()
+    with torch.no_grad():
+        for p in net.velocity.parameters():  # a strong convection: an additive one leaves the simplex
+            p.mul_(3.0)
+        z0 = net.encode(x)
+        zt = net._split(z0, net._laplacian(x, ei, z0))
+    assert (zt - z0).abs().max() > 1e-2  # it moved
+    # up to the Chebyshev expansion's error at λ = 0 (its tolerance): exp(−γsL)1 = 1 exactly
+    torch.testing.assert_close(zt.sum(-1), torch.ones(40, dtype=torch.float64), rtol=0, atol=1e-9)
+    assert zt.min() >= 0

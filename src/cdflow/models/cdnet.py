@@ -7,7 +7,9 @@ h = dropout_h(x + act(W dropout_x(x) + b)) with W F×F. The linear head sits at 
 ``features`` z(0) = h, logits = head(dropout_head(z(T))); ``logits`` ("predict then propagate", as APPNP)
 z(0) = head(h) and logits = z(T), so the convection–diffusion acts on the class scores; ``probabilities``
 z(0) = softmax(head(h)) and the scores are log max(z(T), ε) renormalised, so that it acts on the base
-classifier's output u as in COIN (v_θ = 0 and exact diffusion: COIN's split integrator).
+classifier's output u as in COIN (v_θ = 0 and exact diffusion: COIN's split integrator); the convection of
+probabilities is the replicator field v_i = z_i (f_θ,i(z) − Σ_j z_j f_θ,j(z)) (`SimplexVelocity`), so that with a
+Laplacian of zero row sums (the GCN form L = diag(Â1) − Â) every node's z stays a probability vector.
 
 Diffusion is chosen by a `DiffusionSpec`: none, graph (in the drift, by explicit steps, by a stable
 Lie/Strang split, or by an adaptive exponential integrator), or SDE noise (Feynman–Kac averaged at evaluation).
@@ -36,7 +38,7 @@ from cdflow.solvers import SolverSpec, ode_method
 from cdflow.sparse import SparseMatrix
 from cdflow.stats import SolveStats
 from cdflow.terms import Convection, Drift, GraphDiffusion
-from cdflow.velocity import ConcatVelocity, MLPVelocity, make_activation
+from cdflow.velocity import ConcatVelocity, MLPVelocity, SimplexVelocity, make_activation
 
 #: Where the linear head sits: after the solve (features) or before it (logits or their softmax: predict, then
 #: propagate).
@@ -120,11 +122,13 @@ class ConvectionDiffusionNet(nn.Module):
         self.graph = graph or GraphSpec()
         self.last_graph: str | None = None
         self.graph_term: GraphDiffusion | None = None
-        self.convection = Drift([Convection(self.velocity)])
+        # probabilities are convected on the simplex (replicator dynamics), other states by v itself
+        self.field: nn.Module = SimplexVelocity(self.velocity) if propagate == "probabilities" else self.velocity
+        self.convection = Drift([Convection(self.field)])
         kind, integ = self.diffusion.kind, self.diffusion.integrator
         if kind == "graph" and integ == "drift":
             self.graph_term = GraphDiffusion(None, self.diffusion.gamma, learnable=self.diffusion.learnable)
-            self.drift = Drift([Convection(self.velocity), self.graph_term])
+            self.drift = Drift([Convection(self.field), self.graph_term])
         else:
             self.drift = self.convection
         if kind == "graph" and integ != "drift" and self.diffusion.learnable:
@@ -271,7 +275,7 @@ class ConvectionDiffusionNet(nn.Module):
         step), max_steps and adjoint (``backsolve``: the exponential adjoint, with adjoint_rtol/atol, seminorm)."""
         spec = self.solver
         sol = exponential_solve(
-            self.velocity, z, lap, self.gamma(), 0.0, spec.t1, method=self.diffusion.exp_method, rtol=spec.rtol,
+            self.field, z, lap, self.gamma(), 0.0, spec.t1, method=self.diffusion.exp_method, rtol=spec.rtol,
             atol=spec.atol, step_size=spec.step_size, adjoint=spec.adjoint == "backsolve",
             adjoint_rtol=spec.adjoint_rtol, adjoint_atol=spec.adjoint_atol, seminorm=spec.seminorm,
             max_steps=spec.max_steps,
@@ -357,7 +361,7 @@ class ConvectionDiffusionNet(nn.Module):
                 with torch.no_grad():
                     zs.append(m.encode(x))
         lap = first._laplacian(x, graph, zs[0])
-        velocity = ConcatVelocity([m.velocity for m in models], [z.shape[-1] for z in zs],
+        velocity = ConcatVelocity([m.field for m in models], [z.shape[-1] for z in zs],
                                   frozen=[k for k in range(len(models)) if k not in live])
         z = first._split(torch.cat(zs, dim=-1), lap, Drift([Convection(velocity)]))
         outs = [torch.log_softmax(m.readout(zk), dim=-1) for m, zk in zip(models, z.split(velocity.sizes, dim=-1))]
