@@ -177,15 +177,18 @@ DIFFRESNET = {"cora": dict(tau=0.25, n_steps=20, dropout=0.25), "citeseer": dict
 #: COIN on Cora (the authors' setting); Citeseer's τ and steps are tuned on validation accuracy.
 COIN_CORA = dict(tau=0.35, n_steps=20)
 COIN_TUNE_GRID = {"tau": (0.1, 0.2, 0.3, 0.35), "n_steps": (5, 10, 20)}
-#: Continuous network: the points chosen on validation accuracy only by `experiments.graph.search_cdnet` (grid,
-#: scores and choice in `experiments/results/cdnet_search.json` and the graph report; a test holds them equal).
+#: Continuous network: the points chosen on validation accuracy only by `experiments.graph.search_cdnet`, stage 2
+#: from stage 1's choice (grids, scores and choices in `experiments/results/cdnet_search.json` and
+#: `cdnet_search_stage2.json` and the graph report; a test holds them equal).
 CDNET: dict[str, dict[str, Any]] = {
-    "cora": dict(convection="euler", encoder="residual", encoder_activation="relu", gamma=26.666666666666668,
-                 head_dropout=0.0, hidden=64, hidden_dropout=0.5, input_dropout=0.8, integrator="split",
-                 method="chebyshev", n_steps=2, propagate="logits", t1=0.3),
-    "citeseer": dict(convection="euler", encoder="residual", encoder_activation="identity", gamma=6.666666666666667,
-                     head_dropout=0.0, hidden=64, hidden_dropout=0.5, input_dropout=0.5, integrator="explicit",
-                     method="chebyshev", n_steps=5, propagate="logits", t1=0.3),
+    "cora": dict(convection="euler", convection_init="default", encoder="residual", encoder_activation="relu",
+             gamma=26.666666666666668, head_dropout=0.0, hidden=64, hidden_dropout=0.5,
+             input_dropout=0.8, integrator="split", method="chebyshev", n_steps=2,
+             propagate="logits", t1=0.3),
+    "citeseer": dict(convection="euler", convection_init="default", encoder="residual", encoder_activation="identity",
+                 gamma=6.666666666666667, head_dropout=0.0, hidden=64, hidden_dropout=0.0,
+                 input_dropout=0.0, integrator="explicit", method="chebyshev", n_steps=5,
+                 propagate="probabilities", t1=0.3),
 }
 
 
