@@ -263,3 +263,31 @@ def test_bad_time_grid():
 
     with pytest.raises(ConfigError, match="strictly increasing"):
         solve(Linear(), X0, SolverSpec(), ts=torch.tensor([0.0, 1.0, 0.5]))
+
+
+@pytest.mark.parametrize("adjoint", ["none", "backsolve", "checkpoint"])
+def test_fixed_step_takes_the_steps_the_span_holds(adjoint):
+    """A span that is n steps up to float rounding takes n steps (torchdiffeq's ceil(span/step) in float32 would
+    add a ~1e-9 step: 0.18 − 0.12 over 0.06); a span that is not a multiple keeps torchdiffeq's grid."""
+    lam = torch.tensor(-0.7)
+
+    class Linear(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.a = torch.nn.Parameter(lam.clone())
+
+        def forward(self, t, x):
+            return self.a * x
+
+    x0 = torch.ones(3, 2)
+    spec = SolverSpec(method="euler", step_size=0.06, t1=0.3, adjoint=adjoint)
+    for ta, tb in ((0.12, 0.18), (0.24, 0.3), (0.0, 0.3)):
+        sol = solve(Linear(), x0, spec, ts=torch.tensor([ta, tb]))
+        n = round((tb - ta) / 0.06)
+        assert sol.stats.nfe_forward == n
+        torch.testing.assert_close(sol.y_final, x0 * (1 + 0.06 * lam) ** n)  # Euler's n steps of 0.06
+        if adjoint != "none":
+            sol.y_final.sum().backward()
+    odd = solve(Linear(), x0, SolverSpec(method="euler", step_size=0.3, t1=1.0), ts=torch.tensor([0.0, 1.0]))
+    assert odd.stats.nfe_forward == 4  # 0.3, 0.3, 0.3, 0.1
+    torch.testing.assert_close(odd.y_final, x0 * (1 + 0.3 * lam) ** 3 * (1 + 0.1 * lam))

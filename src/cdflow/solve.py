@@ -140,6 +140,24 @@ def _time_grid(spec: SolverSpec, ts: Tensor | None, like: Tensor) -> Tensor:
     return ts
 
 
+def _fixed_grid(step: float | None, t: Tensor) -> dict[str, object]:
+    """torchdiffeq's option for a fixed step over [t[0], t[-1]]: ``step_size``, or a uniform grid of n steps
+    when the span is n steps up to rounding (relative 1e-6). torchdiffeq lays its grid by ceil(span/step) in the
+    dtype of t: a float32 span 0.18 − 0.12 with step 0.06 gives a ratio just above 1 and a second step of ~1e-9
+    (two evaluations where one was asked)."""
+    if step is None or t.numel() < 2:
+        return {"step_size": step}
+    ratio = abs(float(t[-1]) - float(t[0])) / step
+    n = round(ratio)
+    if n < 1 or abs(ratio - n) > 1e-6 * max(1.0, ratio):
+        return {"step_size": step}
+
+    def grid(func: object, y0: Tensor, ts: Tensor) -> Tensor:
+        return torch.linspace(float(ts[0]), float(ts[-1]), n + 1, dtype=ts.dtype, device=ts.device)
+
+    return {"grid_constructor": grid}
+
+
 def solve(drift: nn.Module, x0: Tensor, spec: SolverSpec, ts: Tensor | None = None,
           state_norm: Callable[[Tensor], Tensor] | None = None) -> Solution:
     """Integrate dx/dt = drift(t, x), x(ts[0]) = x0, and return x at `ts` (default [0, spec.t1]).
@@ -164,7 +182,7 @@ def solve(drift: nn.Module, x0: Tensor, spec: SolverSpec, ts: Tensor | None = No
         if spec.step_size is not None:  # the first step of an adaptive method (torchdiffeq's own estimate else)
             options["first_step"] = spec.step_size
     else:
-        options = {"step_size": spec.step_size, **info.options}
+        options = {**_fixed_grid(spec.step_size, t), **info.options}
     if state_norm is not None:
         options["norm"] = state_norm
     adj_info = ode_method(spec.adjoint_method or spec.method) if spec.adjoint == "backsolve" else None
@@ -179,7 +197,7 @@ def solve(drift: nn.Module, x0: Tensor, spec: SolverSpec, ts: Tensor | None = No
         else:
             adj_options = dict(adj_info.options)
             if not adj_info.adaptive:
-                adj_options["step_size"] = spec.step_size
+                adj_options.update(_fixed_grid(spec.step_size, t))
             elif spec.step_size is not None:
                 adj_options["first_step"] = spec.step_size
             if spec.seminorm:
