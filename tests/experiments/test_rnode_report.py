@@ -102,3 +102,19 @@ def test_mnist_grid_choice_is_rendered_from_mnist_validation():
     assert "## Choosing λ on validation (mnist, seed 0)" in md and "Chosen: λ = 0.001." in md
     assert "(96.50%)" in md and "chosen on MNIST's validation figures" in md
     assert "30 / 18" not in md and "1.67× (training, last epoch)" in md and "-0.30 points" in md
+
+
+def test_mnist_grid_without_a_choice_shows_every_arm_for_information():
+    report = experiments_module("rnode.report")
+    rec = _record()
+    rec["runs"] += [_run("mnist", 0.0, 0, 0.97, 0.975, 30.0), _run("mnist", 1e-3, 0, 0.96, 0.965, 18.0),
+                    _run("mnist", 1e-4, 0, 0.972, 0.978, 26.0)]
+    lam = experiments_module("rnode.run").choose_lambda(rec["runs"], rec["val_margin"], "mnist")
+    assert lam is None  # 1e-3 costs a validation point, 1e-4 saves only 1.15× NFE
+    rec["mnist"] = {"epochs": 2, "limit_train_batches": None, "config_epochs": 5, "lambda": None,
+                    "grid": [1e-4, 1e-3], "lambda_from": "mnist validation"}
+    md = report.render(rec, experiments_module("common").provenance)
+    assert "Chosen: none (no λ of the grid qualifies)" in md
+    assert "| 0.001 | 96.00 | 96.50 | -1.00 | 18.0 | 18 | 1.67× | 100 |" in md
+    assert "| 0.0001 | 97.20 | 97.80 | +0.30 | 26.0 | 26 | 1.15× | 100 |" in md
+    assert "**not met** (no λ of the grid met it on validation)" in md
