@@ -292,7 +292,9 @@ def markdown(payload: dict[str, Any]) -> str:
         f"Settings used: {coin}.",
         "* Continuous convection–diffusion net (`cdflow.models.ConvectionDiffusionNet`): "
         "h = dropout(act(dropout(x) W_in + b_in)) (or, with the residual encoder, the F-wide "
-        "h = dropout(x + act(dropout(x) W_in + b_in)) of COIN and Diff-ResNet), dz/dt = W₂ tanh(W₁z + b₁) + b₂ − γLz "
+        "h = dropout(x + act(dropout(x) W_in + b_in)) of COIN and Diff-ResNet), dz/dt = f(z) − γLz with "
+        "f(z) = W₂ tanh(W₁z + b₁) + b₂ (on class probabilities the replicator field z ⊙ (f(z) − ⟨z, f(z)⟩), which "
+        "keeps them probabilities) "
         "on [0, T] (the initialisations of a split through one solve, side by side, where that cannot couple "
         "them: `ConvectionDiffusionNet.forward_members`, tested equal to separate models in "
         "`tests/models/test_cdnet_members.py`), linear head before the solve (logits or their softmax propagated) "

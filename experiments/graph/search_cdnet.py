@@ -314,7 +314,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         missing = [ds for ds in datasets if ds not in stage1.get("datasets", {})]
         if missing:
             raise SystemExit(f"--stage2: {args.stage2} has no search of {', '.join(missing)}")
-        starts = {ds: stage1["datasets"][ds]["chosen"]["point"] for ds in datasets}
+        # settings stage 1 did not have take their defaults, so that a point is named one way only
+        starts = {ds: {"convection_init": "default", **stage1["datasets"][ds]["chosen"]["point"]} for ds in datasets}
     start_info, start = machine_info(), time.perf_counter()
     results = {}
     for ds in datasets:

@@ -19,10 +19,11 @@ def describe(p: dict[str, Any]) -> str:
             "probabilities": "propagate the class probabilities (head and softmax before the solve)"}.get(
         p["propagate"], "head after the solve")
     encoder = "F-wide residual encoder h = x + act(Wx + b), " if p.get("encoder", "mlp") == "residual" else ""
-    init = "zero-initialised " if p.get("convection_init", "default") == "zero" else ""
-    return (f"{head}; T = {p['t1']:g}, γ = {p['gamma']:g} (γT = {p['gamma'] * p['t1']:g}); {encoder}{init}width "
-            f"{p['hidden']}; dropout {p['input_dropout']:g} / {p['hidden_dropout']:g} / {p['head_dropout']:g} "
-            f"(input / h(0) / head); encoder activation {p['encoder_activation']}; {integ} ({conv})")
+    init = " (output layer zero-initialised)" if p.get("convection_init", "default") == "zero" else ""
+    return (f"{head}; T = {p['t1']:g}, γ = {p['gamma']:g} (γT = {p['gamma'] * p['t1']:g}); {encoder}convection "
+            f"width {p['hidden']}{init}; dropout {p['input_dropout']:g} / {p['hidden_dropout']:g} / "
+            f"{p['head_dropout']:g} (input / h(0) / head); encoder activation {p['encoder_activation']}; {integ} "
+            f"({conv})")
 
 
 def short(p: dict[str, Any]) -> str:

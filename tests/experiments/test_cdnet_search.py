@@ -88,7 +88,7 @@ def test_search_smoke_records_validation_only(tmp_path):
     search.main(["--smoke", "--stage2", str(tmp_path / "cdnet_search_smoke.json"), "--out", str(out2)])
     stage2 = json.loads((out2 / "cdnet_search_stage2_smoke.json").read_text())
     res2 = stage2["datasets"]["cora"]
-    assert stage2["stage"] == 2 and res2["start"] == res["chosen"]["point"]
+    assert stage2["stage"] == 2 and res2["start"] == {"convection_init": "default", **res["chosen"]["point"]}
     assert [v["value"] for v in res2["steps"][0]["values"]][:2] == ["stage 1's point",
                                                                      "stage 1's, zero convection output"]
     assert "test_acc" not in json.dumps(stage2)
@@ -107,7 +107,8 @@ def test_configured_rows_are_the_recorded_choice():
     if (results / "cdnet_search_stage2.json").exists():
         stage2 = json.loads((results / "cdnet_search_stage2.json").read_text())
         for ds, res in stage2["datasets"].items():
-            assert res["start"] == chosen[ds], ds  # it continued from the committed stage 1
+            start = {k: v for k, v in res["start"].items() if k in chosen[ds]}  # stage 2 adds new settings' defaults
+            assert start == chosen[ds], ds  # it continued from the committed stage 1
             chosen[ds] = res["chosen"]["point"]
     configs = experiments_module("graph.configs")
     for ds, point in chosen.items():
