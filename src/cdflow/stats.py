@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 
 import torch
@@ -50,6 +51,17 @@ class SolveStats:
             setattr(out, key, None if a is None and b is None else (a or 0) + (b or 0))
         out.in_forward = self.in_forward and other.in_forward
         return out
+
+
+def merged(parts: Sequence[SolveStats]) -> SolveStats | None:
+    """The sum of several solves' statistics (None for none), read when needed: the parts are the solves' own
+    objects, into which their backward passes go on counting."""
+    if not parts:
+        return None
+    total = parts[0]
+    for part in parts[1:]:
+        total = total.merge(part)
+    return total
 
 
 class _CountBackward(torch.autograd.Function):

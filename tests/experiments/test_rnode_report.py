@@ -90,14 +90,19 @@ def test_reduced_mnist_is_labelled_reduced():
     assert "1.60× (training, last epoch)" in md and "-0.10 points" in md  # 32 / 20; 98.4 − 98.5
 
 
-def test_mnist_grid_choice_is_rendered_from_mnist_validation():
-    report = experiments_module("rnode.report")
+def _mnist_grid(arms: list[tuple[float, float, float, float]]) -> tuple[dict, float | None]:
+    """The digits record plus MNIST arms (λ, val, test, NFE) of seed 0, λ chosen by the rule on MNIST."""
     rec = _record()
-    rec["runs"] += [_run("mnist", 0.0, 0, 0.97, 0.975, 30.0), _run("mnist", 1e-3, 0, 0.968, 0.972, 18.0),
-                    _run("mnist", 1e-2, 0, 0.80, 0.99, 14.0)]
+    rec["runs"] += [_run("mnist", lam, 0, val, test, nfe) for lam, val, test, nfe in arms]
     lam = experiments_module("rnode.run").choose_lambda(rec["runs"], rec["val_margin"], "mnist")
     rec["mnist"] = {"epochs": 2, "limit_train_batches": None, "config_epochs": 5, "lambda": lam,
-                    "grid": [1e-3, 1e-2], "lambda_from": "mnist validation"}
+                    "grid": [a[0] for a in arms if a[0] > 0], "lambda_from": "mnist validation"}
+    return rec, lam
+
+
+def test_mnist_grid_choice_is_rendered_from_mnist_validation():
+    report = experiments_module("rnode.report")
+    rec, _ = _mnist_grid([(0.0, 0.97, 0.975, 30.0), (1e-3, 0.968, 0.972, 18.0), (1e-2, 0.80, 0.99, 14.0)])
     md = report.render(rec, experiments_module("common").provenance)
     assert "## Choosing λ on validation (mnist, seed 0)" in md and "Chosen: λ = 0.001." in md
     assert "(96.50%)" in md and "chosen on MNIST's validation figures" in md
@@ -106,13 +111,8 @@ def test_mnist_grid_choice_is_rendered_from_mnist_validation():
 
 def test_mnist_grid_without_a_choice_shows_every_arm_for_information():
     report = experiments_module("rnode.report")
-    rec = _record()
-    rec["runs"] += [_run("mnist", 0.0, 0, 0.97, 0.975, 30.0), _run("mnist", 1e-3, 0, 0.96, 0.965, 18.0),
-                    _run("mnist", 1e-4, 0, 0.972, 0.978, 26.0)]
-    lam = experiments_module("rnode.run").choose_lambda(rec["runs"], rec["val_margin"], "mnist")
+    rec, lam = _mnist_grid([(0.0, 0.97, 0.975, 30.0), (1e-3, 0.96, 0.965, 18.0), (1e-4, 0.972, 0.978, 26.0)])
     assert lam is None  # 1e-3 costs a validation point, 1e-4 saves only 1.15× NFE
-    rec["mnist"] = {"epochs": 2, "limit_train_batches": None, "config_epochs": 5, "lambda": None,
-                    "grid": [1e-4, 1e-3], "lambda_from": "mnist validation"}
     md = report.render(rec, experiments_module("common").provenance)
     assert "Chosen: none (no λ of the grid qualifies)" in md
     assert "| 0.001 | 96.00 | 96.50 | -1.00 | 18.0 | 18 | 1.67× | 100 |" in md

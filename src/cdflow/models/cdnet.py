@@ -36,7 +36,7 @@ from cdflow.sde import check_sde, derive_seed, mean_field_spec, sample_paths, so
 from cdflow.solve import solve
 from cdflow.solvers import SolverSpec, ode_method
 from cdflow.sparse import SparseMatrix
-from cdflow.stats import SolveStats
+from cdflow.stats import SolveStats, merged
 from cdflow.terms import Convection, Drift, GraphDiffusion
 from cdflow.velocity import ConcatVelocity, MLPVelocity, SimplexVelocity, make_activation
 
@@ -152,12 +152,7 @@ class ConvectionDiffusionNet(nn.Module):
     @property
     def stats(self) -> SolveStats | None:
         """Statistics of the last call, summed over its solves (read after backward for nfe_backward)."""
-        if not self._stats_parts:
-            return None
-        total = self._stats_parts[0]
-        for part in self._stats_parts[1:]:
-            total = total.merge(part)
-        return total
+        return merged(self._stats_parts)
 
     def gamma(self) -> Tensor | float:
         if hasattr(self, "raw_gamma"):

@@ -21,7 +21,7 @@ from torch import Tensor, nn
 
 from cdflow.errors import ConfigError
 from cdflow.heat import DiffusionStats
-from cdflow.stats import SolveStats
+from cdflow.stats import SolveStats, merged
 
 
 class Members(nn.Module):
@@ -43,12 +43,7 @@ class Members(nn.Module):
     def stats(self) -> SolveStats | None:
         """The shared solve's statistics of the last call, merged when read (after backward: with its
         backward counts); None when the members ran one by one (each keeps its own, summed by the reader)."""
-        if not self._joint_parts:
-            return None
-        total = self._joint_parts[0]
-        for part in self._joint_parts[1:]:
-            total = total.merge(part)
-        return total
+        return merged(self._joint_parts)
 
     def forward(self, *args: Any, **kwargs: Any) -> Tensor:
         joint = getattr(type(self.models[0]), "forward_members", None)
