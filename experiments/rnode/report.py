@@ -166,6 +166,16 @@ def _unchosen(rec: dict[str, Any], dataset: str, title: str, size: str) -> list[
             "lower): **not met** (no λ of the grid met it on validation).", ""]
 
 
+def _reused(runs: list[dict[str, Any]]) -> list[str]:
+    """Which runs this record took from earlier records (``--reuse``: identical commands, not trained again)."""
+    by_source: dict[str, list[str]] = {}
+    for r in runs:
+        if r.get("reused_from"):
+            by_source.setdefault(r["reused_from"], []).append(f"{r['dataset']} λ={r['lambda']:g} seed {r['seed']}")
+    return [f"Runs taken from `{src}` (identical commands, not trained again; their fit times are that record's): "
+            f"{', '.join(names)}." for src, names in by_source.items()] + ([""] if by_source else [])
+
+
 def render(rec: dict[str, Any], provenance: Callable[..., list[str]]) -> str:
     """Markdown for one RNODE record."""
     stem = "rnode" if rec["mode"] == "reduced" else f"rnode_{rec['mode']}"
@@ -177,6 +187,7 @@ def render(rec: dict[str, Any], provenance: Callable[..., list[str]]) -> str:
         f"Wall time {rec['wall_seconds'] / 60:.1f} min. Raw record: `{stem}.json`.",
         "",
         *provenance([rec["command"]], rec["machine"], rec.get("loadavg_end"), rec.get("env")),
+        *_reused(rec["runs"]),
         *_choice(rec, "digits", rec["grid"], rec["chosen_lambda"]),
     ]
     lines += _comparison(rec, "digits", "Digits (experiments/configs/digits.yaml, dopri5 rtol 1e-3)",

@@ -84,11 +84,19 @@ def fit_args(config: Path, root: Path, seed: int, lam: float, extra: list[str]) 
             *extra, *reg]
 
 
+#: Runs of an earlier record (``--reuse``), by their command: an identical command is not trained again.
+REUSE: dict[str, dict[str, Any]] = {}
+
+
 def one_run(dataset: str, config: Path, root: Path, seed: int, lam: float, extra: list[str]) -> dict[str, Any]:
-    """Train and test one arm; its record."""
+    """Train and test one arm; its record (or the record of the identical command in a ``--reuse`` record)."""
     from cdflow.cli import run_cli
 
     args = fit_args(config, root / f"{dataset}-lam{lam:g}-seed{seed}", seed, lam, extra)
+    command = "cdflow " + " ".join(args).replace(str(ROOT) + os.sep, "")
+    if command in REUSE:
+        print(f"{dataset} λ={lam:g} seed {seed}: reused from {REUSE[command]['reused_from']}", flush=True)
+        return dict(REUSE[command])
     started = time.perf_counter()
     cli = run_cli(args)
     wall = time.perf_counter() - started
@@ -97,7 +105,7 @@ def one_run(dataset: str, config: Path, root: Path, seed: int, lam: float, extra
     accs = [e["val/acc"] for e in metrics["epochs"]]
     rec = {
         "dataset": dataset, "lambda": lam, "seed": seed,
-        "command": "cdflow " + " ".join(args).replace(str(ROOT) + os.sep, ""),
+        "command": command,
         "best_val_acc": max(accs) if accs else None,
         "final_val_nfe_forward": metrics["epochs"][-1]["val/nfe_forward"] if metrics["epochs"] else None,
         "test_acc": test.get("test/acc"), "test_loss": test.get("test/loss"),
@@ -124,6 +132,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                    help="λ of the MNIST RNODE arm (default: the one chosen on digits)")
     p.add_argument("--mnist-grid", type=float, nargs="+", default=None,
                    help="λ values tried on MNIST, chosen among on MNIST validation by the digits rule")
+    p.add_argument("--reuse", type=Path, default=None, metavar="RECORD",
+                   help="take the runs of this earlier record whose command is identical instead of training them "
+                        "again (each is marked reused_from)")
     p.add_argument("--mnist-batches", type=float, default=None,
                    help="limit_train_batches of the MNIST runs (a fraction or a count; default: all)")
     args = p.parse_args(argv)
@@ -132,6 +143,11 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     grid = args.grid[:1] if smoke else args.grid
     seeds = args.seeds[:1] if smoke else args.seeds
     os.environ["WANDB_MODE"] = "disabled"  # metrics from the CSV logs
+    if args.reuse is not None:
+        if not args.reuse.is_file():
+            p.error(f"--reuse: no record at {args.reuse}")
+        for r in json.loads(args.reuse.read_text())["runs"]:
+            REUSE[r["command"]] = {**r, "reused_from": r.get("reused_from", str(args.reuse))}
     machine = machine_info()
     started = time.perf_counter()
     extra = SMOKE if smoke else []

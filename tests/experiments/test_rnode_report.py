@@ -118,3 +118,20 @@ def test_mnist_grid_without_a_choice_shows_every_arm_for_information():
     assert "| 0.001 | 96.00 | 96.50 | -1.00 | 18.0 | 18 | 1.67× | 100 |" in md
     assert "| 0.0001 | 97.20 | 97.80 | +0.30 | 26.0 | 26 | 1.15× | 100 |" in md
     assert "**not met** (no λ of the grid met it on validation)" in md
+
+
+def test_reused_runs_are_not_trained_again_and_are_named(monkeypatch):
+    run = experiments_module("rnode.run")
+    args = run.fit_args(run.CONFIGS / "mnist.yaml", run.Path("/tmp/r") / "mnist-lam0.001-seed0", 0, 1e-3, ["--x", "1"])
+    command = "cdflow " + " ".join(args).replace(str(run.ROOT) + run.os.sep, "")
+    old = {**_run("mnist", 1e-3, 0, 0.96, 0.965, 20.0), "command": command, "reused_from": "old.json"}
+    monkeypatch.setattr(run, "REUSE", {command: old})
+    import cdflow.cli
+
+    monkeypatch.setattr(cdflow.cli, "run_cli", lambda *a, **k: (_ for _ in ()).throw(AssertionError("trained")))
+    got = run.one_run("mnist", run.CONFIGS / "mnist.yaml", run.Path("/tmp/r"), 0, 1e-3, ["--x", "1"])
+    assert got == old and got is not old
+    rec = _record()
+    rec["runs"].append(got)
+    md = experiments_module("rnode.report").render(rec, experiments_module("common").provenance)
+    assert "Runs taken from `old.json` (identical commands, not trained again" in md and "mnist λ=0.001 seed 0" in md
