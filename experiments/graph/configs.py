@@ -149,8 +149,9 @@ def continuous_net(in_features: int, num_classes: int, seed: int, *, gamma: floa
     splitting with explicit diffusion steps; drift: −γLh inside the ODE) in `n_steps` steps, the convection
     sub-solves by `convection` (one step of T/n_steps each for fixed-step methods; dopri5 at rtol 1e-3, atol 1e-4).
     `encoder`: ``mlp`` (one layer of `hidden` units) or ``residual`` (the F-wide h = x + act(Wx + b) of COIN and
-    Diff-ResNet; `hidden` is then the convection's width only). Weights are drawn by torch's default
-    initialisation under torch.manual_seed(seed) (in a forked random state)."""
+    Diff-ResNet; `hidden` is then the convection's width only). `convection_init`: ``default`` or ``zero`` (the
+    convection's output layer zeroed). Weights are drawn by torch's default initialisation under
+    torch.manual_seed(seed) (in a forked random state)."""
     if convection not in CONVECTION_METHODS:
         raise ConfigError(f"convection={convection!r} is invalid; valid: {', '.join(CONVECTION_METHODS)}")
     if convection == "dopri5":
