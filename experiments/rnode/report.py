@@ -186,7 +186,9 @@ def render(rec: dict[str, Any], provenance: Callable[..., list[str]]) -> str:
         "(Hutchinson estimate, batch means), integrated as augmented states of the solve; here λ_k = λ_j = λ. "
         f"Wall time {rec['wall_seconds'] / 60:.1f} min. Raw record: `{stem}.json`.",
         "",
-        *provenance([rec["command"]], rec["machine"], rec.get("loadavg_end"), rec.get("env")),
+        *provenance([rec["command"], *(f"{c}   # runs reused from this earlier record"
+                                       for c in rec.get("reused_commands", []))],
+                    rec["machine"], rec.get("loadavg_end"), rec.get("env")),
         *_reused(rec["runs"]),
         *_choice(rec, "digits", rec["grid"], rec["chosen_lambda"]),
     ]

@@ -143,10 +143,13 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     grid = args.grid[:1] if smoke else args.grid
     seeds = args.seeds[:1] if smoke else args.seeds
     os.environ["WANDB_MODE"] = "disabled"  # metrics from the CSV logs
+    reused_commands: list[str] = []  # the commands of the records whose runs are reused (provenance)
     if args.reuse is not None:
         if not args.reuse.is_file():
             p.error(f"--reuse: no record at {args.reuse}")
-        for r in json.loads(args.reuse.read_text())["runs"]:
+        earlier = json.loads(args.reuse.read_text())
+        reused_commands = [earlier["command"], *earlier.get("reused_commands", [])]
+        for r in earlier["runs"]:
             REUSE[r["command"]] = {**r, "reused_from": r.get("reused_from", str(args.reuse))}
     machine = machine_info()
     started = time.perf_counter()
@@ -179,6 +182,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "mode": mode, "grid": grid, "seeds": seeds, "val_margin": args.val_margin, "chosen_lambda": chosen,
         "mnist": mnist_settings,
         "command": " ".join(["python -m experiments.rnode.run", *(argv if argv is not None else sys.argv[1:])]),
+        "reused_commands": reused_commands,
         "wall_seconds": time.perf_counter() - started, "machine": machine,
         "loadavg_end": [round(v, 2) for v in os.getloadavg()],
         "env": {k: os.environ.get(k, "") for k in ("OMP_NUM_THREADS", "OMP_WAIT_POLICY")},

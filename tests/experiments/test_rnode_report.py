@@ -133,5 +133,7 @@ def test_reused_runs_are_not_trained_again_and_are_named(monkeypatch):
     assert got == old and got is not old
     rec = _record()
     rec["runs"].append(got)
+    rec["reused_commands"] = ["python -m experiments.rnode.run --old"]
     md = experiments_module("rnode.report").render(rec, experiments_module("common").provenance)
     assert "Runs taken from `old.json` (identical commands, not trained again" in md and "mnist λ=0.001 seed 0" in md
+    assert "python -m experiments.rnode.run --old   # runs reused from this earlier record" in md
