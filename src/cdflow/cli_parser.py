@@ -87,8 +87,24 @@ def check_data_flag(args: list[str]) -> None:
             raise SystemExit(2)
 
 
+def _literal_error(message: str) -> str | None:
+    """For a value outside a setting's choices (jsonargparse's nested union report, a dozen lines): the flag, the
+    value and the choices in one line; None for any other message."""
+    hit = re.search(r"Expected a typing\.Literal\[(.*?)\]\. Got value: (.*)$", message, re.M)
+    if hit is None:
+        return None
+    keys = re.findall(r'Parser key "([^"]+)"', message[: hit.start()])  # outermost first, down to the setting
+    flag = ".".join(k for k in keys if k)
+    choices = ", ".join(c.strip().strip("'\"") for c in hit.group(1).split(","))
+    return f"--{flag}: {hit.group(2).strip()!r} is not a valid choice; choose from {choices}"
+
+
 def explain_parse_error(message: str) -> str:
-    """`message`, or for a ``--data`` value that names no data module, what to type instead."""
+    """`message`, or for a ``--data`` value that names no data module, what to type instead; for a value outside
+    a setting's choices, one line naming the flag and the choices."""
+    literal = _literal_error(message)
+    if literal is not None:
+        return literal
     given = re.search(r"^\s*Given value: (.+)$", message, re.M)
     if not message.startswith('Parser key "data"') or given is None or "Given value type: <class 'str'>" not in message:
         return message

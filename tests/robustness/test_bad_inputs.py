@@ -249,7 +249,14 @@ CLI_CASES = {
                          "ConfigError: method 'reversible_heun' solves stratonovich SDEs, not ito"),
     "missing data root": (["--data", "cdflow.data.modules.MNISTDataModule", "--data.root", "{nowhere}"],
                           "cdflow fit: error: DataError: Data folder"),
-    "unknown failure mode": (["--model.on_failure", "ignore"], "Expected a typing.Literal['stop', 'skip']"),
+    "unknown failure mode": (["--model.on_failure", "ignore"],
+                             "cdflow fit: error: --model.on_failure: 'ignore' is not a valid choice; choose from stop, "
+                             "skip\n"),
+    "bad choice in a nested network setting": (
+        ["--model.model", "cdflow.models.ConvectionDiffusionNet", "--model.model.in_features", "64",
+         "--model.model.num_classes", "10", "--model.model.diffusion.method", "bogus"],
+        "cdflow fit: error: --model.model.diffusion.method: 'bogus' is not a valid choice; choose from krylov, "
+        "chebyshev, implicit, explicit\n(see cdflow fit --help)"),
 }
 
 
