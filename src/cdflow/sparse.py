@@ -239,16 +239,20 @@ class SparseMatrix:
     def mm_stacked_dropout(self, w: Tensor, p: float, training: bool = True) -> Tensor:
         """dropout_k(A) W_k for every member, with an independent dropout mask on A's non-zeros per member:
         [K, F, H] → [N, K, H]. Dropped entries are zeroed, kept ones scaled by 1/(1−p)."""
-        from cdflow.models.layers import keep_mask  # the one dropout-mask generator
-
         if not training or p == 0.0:
             return self.mm_stacked(w)
         k, f, h = w.shape
         struct = self._expanded(k)
-        keep = keep_mask((k, self.nnz), p)
-        flat = (self.vals.detach().to(w.dtype)[None, :] * keep * (1.0 / (1.0 - p))).reshape(-1)
+        flat = self.dropout_values(k, p, w.dtype).reshape(-1)
         out = _BagMM.apply(w.reshape(k * f, h), flat[struct.vals], struct)
         return out.view(self.n_rows, k, h)
+
+    def dropout_values(self, k: int, p: float, dtype: torch.dtype) -> Tensor:
+        """K independent inverted-dropout draws of the non-zeros (storage order): [K, nnz], dropped entries 0,
+        kept ones scaled by 1/(1−p) (the draws of `mm_stacked_dropout`)."""
+        from cdflow.models.layers import keep_mask  # the one dropout-mask generator
+
+        return self.vals.detach().to(dtype)[None, :] * keep_mask((k, self.nnz), p) * (1.0 / (1.0 - p))
 
     def _expanded(self, k: int) -> SparseMatrix:
         """The [N·K, K·F] block structure of [A, …, A] (row n·K + k holds row n's non-zeros in columns

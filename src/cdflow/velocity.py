@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from contextlib import nullcontext
+
 import torch
 from torch import Tensor, nn
 
@@ -119,10 +121,7 @@ class ConcatVelocity(nn.Module):
             raise ConfigError(f"ConcatVelocity expects {sum(self.sizes)} columns, got {x.shape[-1]}")
         outs = []
         for k, (field, xk) in enumerate(zip(self.fields, x.split(self.sizes, dim=-1))):
-            if k in self.frozen:
-                with torch.no_grad():
-                    outs.append(field(t, xk))
-            else:
+            with torch.no_grad() if k in self.frozen else nullcontext():
                 outs.append(field(t, xk))
         return torch.cat(outs, dim=-1)
 

@@ -18,6 +18,7 @@ Lie/Strang split, or by an adaptive exponential integrator), or SDE noise (Feynm
 from __future__ import annotations
 
 from collections.abc import Sequence
+from contextlib import nullcontext
 from typing import Literal
 
 import torch
@@ -189,21 +190,19 @@ class ConvectionDiffusionNet(nn.Module):
         then h) and the same values (the encoder's weight is stored chunk-major: `WideLinear`)."""
         enc = self.encoder
         assert isinstance(enc, WideLinear)
-        f, pad = enc.in_features, enc.padded - enc.in_features
-        w = enc.w1
+        f, pad, dtype = enc.in_features, enc.padded - enc.in_features, enc.w1.dtype
         w2t = nn.functional.pad(self.head.weight, (0, pad))[None]
         vals = mask = None
         if self.training and self.input_dropout > 0:
-            keep = keep_mask((1, x.nnz), self.input_dropout)
-            vals = x.vals.detach().to(w.dtype)[None] * keep * (1.0 / (1.0 - self.input_dropout))
+            vals = x.dropout_values(1, self.input_dropout, dtype)  # the draws of the plain path's product
         p = self.hidden_dropout.p
         residual = x
         if self.training and p > 0:
             keep_h = keep_mask((x.n_rows, f), p)
             scale = 1.0 / (1.0 - p)
-            mask = chunk_mask(keep_h[None], scale, enc.padded, enc.w1.shape[3], w.dtype)
+            mask = chunk_mask(keep_h[None], scale, enc.padded, enc.w1.shape[3], dtype)
             kept = keep_h[x.row_ids(), x.cols]  # the mask on x's non-zeros: the residual x ⊙ m
-            residual = x.with_values(x.vals.detach().to(w.dtype) * kept * scale)
+            residual = x.with_values(x.vals.detach().to(dtype) * kept * scale)
         act = self.encoder_activation_name
         hidden = WideResidual.apply(enc.w1, enc.b1, w2t, x, False, None, vals, mask, act)[:, 0]
         return residual.mm(self.head.weight.t()) + hidden + self.head.bias
@@ -350,11 +349,8 @@ class ConvectionDiffusionNet(nn.Module):
         live = set(range(len(models))) if active is None else set(active)
         zs = []
         for k, m in enumerate(models):
-            if k in live:
+            with nullcontext() if k in live else torch.no_grad():
                 zs.append(m.encode(x))
-            else:
-                with torch.no_grad():
-                    zs.append(m.encode(x))
         lap = first._laplacian(x, graph, zs[0])
         velocity = ConcatVelocity([m.field for m in models], [z.shape[-1] for z in zs],
                                   frozen=[k for k in range(len(models)) if k not in live])
