@@ -138,6 +138,10 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     p.add_argument("--mnist-batches", type=float, default=None,
                    help="limit_train_batches of the MNIST runs (a fraction or a count; default: all)")
     args = p.parse_args(argv)
+    if not args.mnist and (args.mnist_grid is not None or args.mnist_lambda is not None):
+        p.error("--mnist-grid / --mnist-lambda set the MNIST arms: add --mnist to run them")
+    if args.mnist_grid is not None and args.mnist_lambda is not None:
+        p.error("--mnist-grid and --mnist-lambda exclude each other (a grid chooses λ on MNIST validation)")
     mode = mode_of(args)
     smoke = mode == "smoke"
     grid = args.grid[:1] if smoke else args.grid
@@ -147,10 +151,15 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     if args.reuse is not None:
         if not args.reuse.is_file():
             p.error(f"--reuse: no record at {args.reuse}")
-        earlier = json.loads(args.reuse.read_text())
-        reused_commands = [earlier["command"], *earlier.get("reused_commands", [])]
-        for r in earlier["runs"]:
-            REUSE[r["command"]] = {**r, "reused_from": r.get("reused_from", str(args.reuse))}
+        try:
+            earlier = json.loads(args.reuse.read_text())
+            reused_commands = [earlier["command"], *earlier.get("reused_commands", [])]
+            earlier_runs = {r["command"]: r for r in earlier["runs"]}
+        except (json.JSONDecodeError, UnicodeDecodeError, TypeError, KeyError, AttributeError) as err:
+            p.error(f"--reuse: {args.reuse} is not an RNODE record (a rnode.json with a command and runs): "
+                    f"{type(err).__name__}: {err}")
+        for command, r in earlier_runs.items():
+            REUSE[command] = {**r, "reused_from": r.get("reused_from", str(args.reuse))}
     machine = machine_info()
     started = time.perf_counter()
     extra = SMOKE if smoke else []
@@ -160,8 +169,6 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     for seed in seeds[1:]:
         runs += [one_run("digits", digits, args.root, seed, lam, extra) for lam in (0.0, chosen) if lam is not None]
     mnist_settings = None
-    if args.mnist_grid is not None and args.mnist_lambda is not None:
-        p.error("--mnist-grid and --mnist-lambda exclude each other (a grid chooses λ on MNIST validation)")
     mnist_lam = args.mnist_lambda if args.mnist_lambda is not None else chosen
     if args.mnist and (mnist_lam is not None or args.mnist_grid):
         mnist_extra = [*ADAPTIVE, "--trainer.max_epochs", str(args.mnist_epochs)]

@@ -137,3 +137,22 @@ def test_reused_runs_are_not_trained_again_and_are_named(monkeypatch):
     md = experiments_module("rnode.report").render(rec, experiments_module("common").provenance)
     assert "Runs taken from `old.json` (identical commands, not trained again" in md and "mnist λ=0.001 seed 0" in md
     assert "python -m experiments.rnode.run --old   # runs reused from this earlier record" in md
+
+
+@pytest.mark.parametrize(("args", "message"), [
+    (["--mnist-grid", "0.1"], "add --mnist to run them"),
+    (["--mnist-lambda", "0.1"], "add --mnist to run them"),
+    (["--reuse", "{broken}"], "is not an RNODE record"),
+    (["--reuse", "{list}"], "is not an RNODE record"),
+    (["--reuse", "{missing}"], "no record at"),
+])
+def test_run_refuses_flags_it_would_ignore_or_cannot_read(tmp_path, capsys, args, message):
+    """Refused before any training: MNIST settings without --mnist, a --reuse file that is no record."""
+    (tmp_path / "broken.json").write_text("{not json")
+    (tmp_path / "list.json").write_text("[1, 2]")
+    names = {"broken": tmp_path / "broken.json", "list": tmp_path / "list.json", "missing": tmp_path / "no.json"}
+    with pytest.raises(SystemExit) as info:
+        experiments_module("rnode.run").main(["--smoke", "--out", str(tmp_path / "out"), "--root",
+                                              str(tmp_path / "runs"), *[a.format(**names) for a in args]])
+    assert info.value.code == 2 and message in capsys.readouterr().err
+    assert not (tmp_path / "out").exists() and not (tmp_path / "runs").exists()
