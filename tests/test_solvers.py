@@ -33,7 +33,7 @@ def test_sde_registry_reads_torchsde_declarations():
 @pytest.mark.parametrize(
     "kwargs, message",
     [
-        ({"method": "dopri9"}, "valid methods: adaptive_heun, adjoint_reversible_heun, bosh3"),
+        ({"method": "dopri9"}, "ODE methods: adaptive_heun, bosh3, dopri5"),
         ({"method": "rk4"}, "fixed-step: set step_size"),
         ({"method": "euler", "step_size": None}, None),  # euler is also an SDE method: checked at solve
         ({"rtol": -1e-3}, "rtol must be a positive finite number"),

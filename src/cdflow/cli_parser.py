@@ -3,8 +3,7 @@
 jsonargparse prints the whole usage (pages of options) before every parse error; `CdflowArgumentParser`
 prints only the error and a hint instead::
 
-    cdflow fit: error: Parser key "model.hidden":
-      Expected a <class 'int'>. Got value: abc
+    cdflow fit: error: --model.hidden: 'abc' is not an int
     (see cdflow fit --help)
 
 and says what to do when ``--data`` names no data module (a file name, a typo).
@@ -87,24 +86,61 @@ def check_data_flag(args: list[str]) -> None:
             raise SystemExit(2)
 
 
-def _literal_error(message: str) -> str | None:
-    """For a value outside a setting's choices (jsonargparse's nested union report, a dozen lines): the flag, the
-    value and the choices in one line; None for any other message."""
-    hit = re.search(r"Expected a typing\.Literal\[(.*?)\]\. Got value: (.*)$", message, re.M)
-    if hit is None:
-        return None
-    keys = re.findall(r'Parser key "([^"]+)"', message[: hit.start()])  # outermost first, down to the setting
-    flag = ".".join(k for k in keys if k)
-    choices = ", ".join(c.strip().strip("'\"") for c in hit.group(1).split(","))
-    return f"--{flag}: {hit.group(2).strip()!r} is not a valid choice; choose from {choices}"
+#: jsonargparse's innermost type error: "Expected a <class 'int'>. Got value: abc" (or a Literal's choices).
+_EXPECTED = re.compile(r"Expected a (?:typing\.Literal\[(?P<choices>.*?)\]|<class '(?P<cls>[\w.]+)'>)\. "
+                       r"Got value: (?P<value>.*)$", re.M)
+#: Plain type names in one-line errors.
+_TYPE_NAMES = {"int": "an int", "float": "a number", "bool": "true or false", "str": "a string", "NoneType": "null"}
+
+
+def _choices(text: str) -> str:
+    return ", ".join(c.strip().strip("'\"") for c in text.split(","))
+
+
+def _expected(kind: str) -> str:
+    """'typing.Literal[a, b]' → 'one of a, b'; "<class 'int'>" → 'an int'."""
+    literal = re.fullmatch(r"typing\.Literal\[(.*)\]", kind)
+    if literal:
+        return f"one of {_choices(literal.group(1))}"
+    cls = re.fullmatch(r"<class '([\w.]+)'>", kind)
+    return _type_name(cls.group(1) if cls else kind)
+
+
+def _type_name(path: str) -> str:
+    """'int' → 'an int', 'pathlib.Path' → 'a Path'."""
+    name = path.rsplit(".", 1)[-1]
+    return _TYPE_NAMES.get(name, f"a {name}")
+
+
+def _type_error(message: str) -> str | None:
+    """jsonargparse's report of a value of the wrong type (two lines, or a dozen for a union or a nested setting)
+    as one line naming the flag: the value and the choices or the type expected. None for any other message."""
+    hit = _EXPECTED.search(message)
+    if hit is not None:
+        keys = re.findall(r'Parser key "([^"]+)"', message[: hit.start()])  # outermost first, down to the setting
+        flag, value = ".".join(k for k in keys if k), hit.group("value").strip()
+        if hit.group("choices") is not None:
+            return f"--{flag}: {value!r} is not a valid choice; choose from {_choices(hit.group('choices'))}"
+        return f"--{flag}: {value!r} is not {_type_name(hit.group('cls'))}"
+    union = re.match(r'Parser key "([^"]+)":\s*\n\s*Does not validate against any of the Union subtypes', message)
+    errors = re.findall(r"^\s*- (.*)$", message, re.M)
+    given = re.search(r"^\s*Given value: (.+)$", message, re.M)
+    if union is None or given is None or not errors or not all(e.startswith("Expected a ") for e in errors):
+        return None  # a nested setting's report without a type error, or another failure
+    kinds = [e[len("Expected a "):].strip() for e in errors]
+    literals = [re.fullmatch(r"typing\.Literal\[(.*)\]", k) for k in kinds]
+    choices = list(dict.fromkeys(c for m in literals if m for c in _choices(m.group(1)).split(", ")))
+    expected = ([f"one of {', '.join(choices)}"] if choices else []) + \
+        [_expected(k) for k, m in zip(kinds, literals) if m is None]
+    return f"--{union.group(1)}: {given.group(1).strip()!r} is not valid; expected {' or '.join(expected)}"
 
 
 def explain_parse_error(message: str) -> str:
-    """`message`, or for a ``--data`` value that names no data module, what to type instead; for a value outside
-    a setting's choices, one line naming the flag and the choices."""
-    literal = _literal_error(message)
-    if literal is not None:
-        return literal
+    """`message`, or for a ``--data`` value that names no data module, what to type instead; for a value of the
+    wrong type or outside a setting's choices, one line naming the flag and what it takes."""
+    typed = _type_error(message)
+    if typed is not None:
+        return typed
     given = re.search(r"^\s*Given value: (.+)$", message, re.M)
     if not message.startswith('Parser key "data"') or given is None or "Given value type: <class 'str'>" not in message:
         return message

@@ -65,7 +65,8 @@ def test_unknown_solver_fails_before_training_listing_valid_methods(tmp_path, ca
         run_cli(args)
     assert exit_info.value.code == 2
     err = capsys.readouterr().err
-    assert "unknown solver method 'dopri9'" in err and "dopri5" in err and "rk4" in err
+    assert "unknown solver method 'dopri9'; ODE methods: " in err and "dopri5" in err and "rk4" in err
+    assert "; SDE methods (with a noise term): " in err  # milstein is named as an SDE method, not an ODE one
     assert "Traceback" not in err
     assert not root.exists()  # nothing ran: no logs, no checkpoints
 
