@@ -179,8 +179,9 @@ class SolverSpec:
     def __post_init__(self) -> None:
         valid = all_method_names()
         if self.method not in valid:
-            raise ConfigError(f"unknown solver method {self.method!r}; ODE methods: {', '.join(sorted(ode_methods()))}; "
-                              f"SDE methods (with a noise term): {', '.join(sorted(sde_methods()))}")
+            ode, sde = ", ".join(sorted(ode_methods())), ", ".join(sorted(sde_methods()))
+            raise ConfigError(f"unknown solver method {self.method!r}; ODE methods: {ode}; SDE methods (with a noise "
+                              f"term): {sde}")
         for name in ("rtol", "atol", "adjoint_rtol", "adjoint_atol"):
             value = getattr(self, name)
             if value is not None and not (value > 0 and math.isfinite(value)):
