@@ -74,7 +74,7 @@ reproduce-images: install  ## semi-supervised digits and MNIST, 1/5/10 labels pe
 reproduce-mnist: install  ## the MNIST ODE-Net of experiments/configs/mnist.yaml → experiments/results/mnist.{json,md} (~30 min on 2 cores)
 	$(BIN)/python -m experiments.mnist.run
 
-reproduce-rnode: install  ## RNODE vs none on digits, λ chosen on validation → experiments/results/rnode.{json,md} (~50 min on 2 shared cores; MNIST=1 adds the ODE-Net)
+reproduce-rnode: install  ## RNODE vs none on digits, λ chosen on validation → experiments/results/rnode.{json,md} (~50 min on 2 shared cores; MNIST=1 adds the ODE-Net, λ chosen on its validation: hours)
 	$(BIN)/python -m experiments.rnode.run $(if $(MNIST),--mnist)
 
 reproduce-robustness: install  ## MNIST neural ODE vs Feynman–Kac SDE under noise and PGD (FULL=1: whole test set)

@@ -125,11 +125,10 @@ def test_reused_runs_are_not_trained_again_and_are_named(monkeypatch):
     args = run.fit_args(run.CONFIGS / "mnist.yaml", run.Path("/tmp/r") / "mnist-lam0.001-seed0", 0, 1e-3, ["--x", "1"])
     command = "cdflow " + " ".join(args).replace(str(run.ROOT) + run.os.sep, "")
     old = {**_run("mnist", 1e-3, 0, 0.96, 0.965, 20.0), "command": command, "reused_from": "old.json"}
-    monkeypatch.setattr(run, "REUSE", {command: old})
     import cdflow.cli
 
     monkeypatch.setattr(cdflow.cli, "run_cli", lambda *a, **k: (_ for _ in ()).throw(AssertionError("trained")))
-    got = run.one_run("mnist", run.CONFIGS / "mnist.yaml", run.Path("/tmp/r"), 0, 1e-3, ["--x", "1"])
+    got = run.one_run("mnist", run.CONFIGS / "mnist.yaml", run.Path("/tmp/r"), 0, 1e-3, ["--x", "1"], {command: old})
     assert got == old and got is not old
     rec = _record()
     rec["runs"].append(got)
@@ -156,3 +155,33 @@ def test_run_refuses_flags_it_would_ignore_or_cannot_read(tmp_path, capsys, args
                                               str(tmp_path / "runs"), *[a.format(**names) for a in args]])
     assert info.value.code == 2 and message in capsys.readouterr().err
     assert not (tmp_path / "out").exists() and not (tmp_path / "runs").exists()
+
+
+#: Fake MNIST figures per λ (validation, test, NFE): 3e-4 meets the goal on validation, 1e-3 costs 1 point.
+_FAKE_MNIST = {0.0: (0.970, 0.972, 32.0), 1e-4: (0.971, 0.973, 26.0), 3e-4: (0.969, 0.974, 20.0),
+               1e-3: (0.960, 0.975, 16.0), 0.01: (0.83, 0.83, 10.0)}
+
+
+@pytest.mark.parametrize(("flags", "arms", "lam", "source"), [
+    ([], [0.0, 1e-4, 3e-4, 1e-3], 3e-4, "mnist validation"),  # the default: MNIST's grid, MNIST's validation
+    (["--mnist-grid", "0.0001", "0.01"], [0.0, 1e-4, 0.01], None, "mnist validation"),  # no λ meets the rule
+    (["--mnist-lambda", "0.01"], [0.0, 0.01], 0.01, "--mnist-lambda"),  # one λ, no choice
+])
+def test_mnist_lambda_is_chosen_on_mnist_validation_unless_set(tmp_path, monkeypatch, flags, arms, lam, source):
+    """--mnist alone trains MNIST_GRID and chooses on MNIST's validation (not the digits' λ, whose scale differs)."""
+    run = experiments_module("rnode.run")
+    trained: list[tuple[str, float]] = []
+
+    def fake(dataset, config, root, seed, lam_, extra, reuse=None):
+        trained.append((dataset, lam_))
+        if dataset == "digits":
+            return _run("digits", lam_, seed, 0.96 - lam_, 0.97, 26.0 if lam_ == 0 else 14.0)
+        val, test, nfe = _FAKE_MNIST[lam_]
+        return _run("mnist", lam_, seed, val, test, nfe)
+
+    monkeypatch.setattr(run, "one_run", fake)
+    rec = run.main(["--mnist", "--grid", "0.01", "--seeds", "0", "--out", str(tmp_path), "--root", str(tmp_path),
+                    *flags])
+    assert [lam_ for ds, lam_ in trained if ds == "mnist"] == arms
+    assert rec["mnist"]["lambda"] == lam and rec["mnist"]["lambda_from"] == source
+    assert run.MNIST_GRID == (1e-4, 3e-4, 1e-3)
