@@ -48,7 +48,6 @@ A ready network replaces the default one with ``--model.model <class path> --mod
 
 from __future__ import annotations
 
-import logging
 import os
 import pickle
 import sys
@@ -64,7 +63,6 @@ from lightning.pytorch import LightningDataModule, Trainer
 from lightning.pytorch.callbacks import ModelCheckpoint, ProgressBar
 from lightning.pytorch.cli import ArgsType, LightningArgumentParser, LightningCLI
 from lightning.pytorch.plugins.io import CheckpointIO
-from lightning.pytorch.utilities.exceptions import MisconfigurationException
 
 import cdflow.data.graph_files
 import cdflow.data.modules
@@ -94,14 +92,12 @@ from cdflow.training.module import ContinuousDepthClassifier
 from cdflow.training.predictions import default_predictions_path, run_config_of, run_dir_of, write_predictions
 from cdflow.training.run_folder import RunFolder, claim_run_folder, run_name, worker_run_folder
 from cdflow.training.summary import FitStart, last_checkpoint, run_summary
+from cdflow.training.trainer_settings import check_trainer_settings
 
 DEFAULT_ROOT = "runs/cdflow"
 #: Set by the process that claimed the run folder, for the DDP workers it launches (they write there too).
 RUN_FOLDER_ENV = "CDFLOW_RUN_FOLDER"
 TRAINER_DEFAULTS: dict[str, Any] = {"default_root_dir": DEFAULT_ROOT, "log_every_n_steps": 1}
-#: The trainer's hardware settings with Lightning's defaults: Lightning checks them when the trainer is built.
-HARDWARE_DEFAULTS: dict[str, Any] = {"accelerator": "auto", "strategy": "auto", "devices": "auto", "num_nodes": 1,
-                                     "precision": None, "sync_batchnorm": False}
 DEFAULT_CALLBACKS = [
     {"class_path": "cdflow.training.callbacks.ConfusionMatrixFigure"},
     {"class_path": "cdflow.training.callbacks.DecisionBoundaryFigure"},
@@ -168,30 +164,6 @@ def _epochs_completed(checkpoint: dict[str, Any]) -> int | None:
         return int(current.get("processed", current["completed"]))
     except (KeyError, TypeError, ValueError, AttributeError):
         return None
-
-
-def check_hardware(cfg: dict[str, Any]) -> None:
-    """The trainer's accelerator, strategy, devices, num_nodes, precision and sync_batchnorm, checked before the
-    run folder and the logger exist: Lightning checks them only when it builds the trainer, and a bad value
-    (``--trainer.accelerator gpux``, ``cuda`` on a machine without one) then ends in its traceback beside a
-    half-made run folder. A bare trainer (no logger, checkpoints or callbacks) is built from these settings
-    alone, its device report silenced; what it refuses is a `ConfigError` naming the flags."""
-    given = {k: cfg[k] for k, default in HARDWARE_DEFAULTS.items() if k in cfg and cfg[k] != default}
-    if not given:
-        return
-    quiet = [logging.getLogger(name) for name in ("lightning.pytorch", "lightning.fabric")]
-    levels = [log.level for log in quiet]
-    try:
-        for log in quiet:
-            log.setLevel(logging.WARNING)
-        Trainer(**given, logger=False, enable_checkpointing=False, enable_progress_bar=False,
-                enable_model_summary=False)
-    except (ValueError, TypeError, RuntimeError, MisconfigurationException) as err:
-        flags = ", ".join(f"--trainer.{k} {v}" for k, v in given.items())
-        raise ConfigError(f"{flags}: {err}") from None
-    finally:
-        for log, level in zip(quiet, levels):
-            log.setLevel(level)
 
 
 def _launched_worker() -> bool:
@@ -382,7 +354,7 @@ class CdflowCLI(LightningCLI):
         self._check_data_root()
         self._check_checkpoint_fits()
         cfg = self._get(self.config_init, "trainer", default={})
-        check_hardware(cfg)
+        check_trainer_settings(cfg)  # before the run folder and the logger exist
         root = Path(cfg.get("default_root_dir") or DEFAULT_ROOT)
         if self.subcommand == "fit":
             root = self._claim_run_folder(root)

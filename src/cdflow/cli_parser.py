@@ -112,27 +112,62 @@ def _type_name(path: str) -> str:
     return _TYPE_NAMES.get(name, f"a {name}")
 
 
+#: A setting's line in jsonargparse's (nested, indented) report.
+_KEY = re.compile(r'^( *)Parser key "([^"]*)":', re.M)
+_UNION = "Does not validate against any of the Union subtypes"
+
+
+def _flag_at(message: str, pos: int, indent: int) -> str:
+    """The dotted flag of the report line at `pos` indented `indent`: the keys of the settings that hold it, the
+    outermost first (jsonargparse nests a setting's report under its parents', one indentation level deeper)."""
+    chain = []
+    for m in reversed([m for m in _KEY.finditer(message) if m.start() < pos]):
+        if len(m.group(1)) < indent:
+            chain.append(m.group(2))
+            indent = len(m.group(1))
+    return ".".join(k for k in reversed(chain) if k)
+
+
+def _union_of_types(message: str) -> tuple[str, str, list[str]] | None:
+    """The innermost union of plain types that refused a value: (flag, value, the "Expected a …" kinds)."""
+    found = None
+    for m in _KEY.finditer(message):
+        indent = len(m.group(1))
+        block = []
+        for line in message[m.end():].splitlines()[1:]:
+            if len(line) - len(line.lstrip()) <= indent:
+                break
+            block.append(line.strip())
+        errors = [b[2:] for b in block if b.startswith("- ")]
+        given = [b[len("Given value: "):] for b in block if b.startswith("Given value: ")]
+        plain = not any(b.startswith("Parser key") for b in block)
+        if block and block[0] == _UNION and plain and given and errors and \
+                all(e.startswith("Expected a ") for e in errors):
+            found = (_flag_at(message, m.start() + 1, indent + 1), given[-1].strip(),
+                     [e[len("Expected a "):].strip() for e in errors])
+    return found
+
+
 def _type_error(message: str) -> str | None:
     """jsonargparse's report of a value of the wrong type (two lines, or a dozen for a union or a nested setting)
     as one line naming the flag: the value and the choices or the type expected. None for any other message."""
     hit = _EXPECTED.search(message)
     if hit is not None:
-        keys = re.findall(r'Parser key "([^"]+)"', message[: hit.start()])  # outermost first, down to the setting
-        flag, value = ".".join(k for k in keys if k), hit.group("value").strip()
+        line_start = message.rfind("\n", 0, hit.start()) + 1
+        indent = len(message[line_start:hit.start()]) - len(message[line_start:hit.start()].lstrip())
+        flag, value = _flag_at(message, hit.start(), indent if line_start else 1), hit.group("value").strip()
         if hit.group("choices") is not None:
             return f"--{flag}: {value!r} is not a valid choice; choose from {_choices(hit.group('choices'))}"
         return f"--{flag}: {value!r} is not {_type_name(hit.group('cls'))}"
-    union = re.match(r'Parser key "([^"]+)":\s*\n\s*Does not validate against any of the Union subtypes', message)
-    errors = re.findall(r"^\s*- (.*)$", message, re.M)
-    given = re.search(r"^\s*Given value: (.+)$", message, re.M)
-    if union is None or given is None or not errors or not all(e.startswith("Expected a ") for e in errors):
+    union = _union_of_types(message)
+    if union is None:
         return None  # a nested setting's report without a type error, or another failure
-    kinds = [e[len("Expected a "):].strip() for e in errors]
+    flag, value, kinds = union
     literals = [re.fullmatch(r"typing\.Literal\[(.*)\]", k) for k in kinds]
     choices = list(dict.fromkeys(c for m in literals if m for c in _choices(m.group(1)).split(", ")))
     expected = ([f"one of {', '.join(choices)}"] if choices else []) + \
         [_expected(k) for k, m in zip(kinds, literals) if m is None]
-    return f"--{union.group(1)}: {given.group(1).strip()!r} is not valid; expected {' or '.join(expected)}"
+    return f"--{flag}: {value!r} is not valid; expected {' or '.join(expected)}"
 
 
 def explain_parse_error(message: str) -> str:

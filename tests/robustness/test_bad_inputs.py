@@ -253,9 +253,27 @@ CLI_CASES = {
     "unknown accelerator": (["--trainer.accelerator", "gpux"],
                             "cdflow fit: error: ConfigError: --trainer.accelerator gpux: You selected an invalid "
                             "accelerator name: `accelerator='gpux'`."),
+    "negative max_epochs": (["--trainer.max_epochs", "-2"],
+                            "cdflow fit: error: ConfigError: --trainer.max_epochs -2: `max_epochs` must be a "
+                            "non-negative integer"),
+    "accumulate 0 (Lightning divides by it while training)": (
+        ["--trainer.accumulate_grad_batches", "0"],
+        "cdflow fit: error: ConfigError: --trainer.accumulate_grad_batches 0: takes an int ≥ 1\n"),
+    "validation interval 0": (["--trainer.val_check_interval", "0"],
+                              "cdflow fit: error: ConfigError: --trainer.val_check_interval 0: takes a fraction"),
+    "the setting at fault among several": (
+        ["--trainer.accelerator", "cpu", "--trainer.devices", "0", "--trainer.precision", "bf16-mixed"],
+        "cdflow fit: error: ConfigError: --trainer.devices 0: `Trainer(devices='0')` value is not a valid input"),
+    "an optional of the wrong type": (["--model.solver.step_size", "abc"],
+                                      "cdflow fit: error: --model.solver.step_size: 'abc' is not valid; "
+                                      "expected a number or null\n"),
+    "an optional of the wrong type in a nested network setting": (
+        ["--model.model", "cdflow.models.ConvectionDiffusionNet", "--model.model.in_features", "64",
+         "--model.model.num_classes", "10", "--model.model.solver.step_size", "abc"],
+        "cdflow fit: error: --model.model.solver.step_size: 'abc' is not valid; expected a number or null\n"),
     "unknown strategy": (["--trainer.accelerator", "cpu", "--trainer.strategy", "ddpx"],
-                                        "cdflow fit: error: ConfigError: --trainer.accelerator cpu, --trainer.strategy "
-                                        "ddpx: You selected an invalid strategy name"),
+                                        "cdflow fit: error: ConfigError: --trainer.strategy ddpx: You selected an "
+                                        "invalid strategy name"),
     "t1 = 0": (["--model.solver.t1", "0"], "cdflow fit: error: ConfigError: t1 (the depth T) must be > 0 and finite"),
     "incompatible SDE": (["--model.diffusion.kind", "noise", "--model.solver.method", "reversible_heun",
                           "--model.solver.step_size", "0.1"],
