@@ -162,6 +162,8 @@ FLAG_CASES = {
     "negative lr": (["--model.lr", "-1"], "ConfigError: --model.lr must be > 0, got -1.0"),
     "label smoothing 2": (["--model.label_smoothing", "2"], "ConfigError: --model.label_smoothing must be in [0, 1)"),
     "lr_gamma 0": (["--model.lr_gamma", "0"], "ConfigError: --model.lr_gamma must be > 0"),
+    "hidden 0": (["--model.hidden", "0"], "ConfigError: --model.hidden must be an int ≥ 1, got 0"),
+    "depth 0": (["--model.depth", "0"], "ConfigError: --model.depth must be an int ≥ 1, got 0"),
     "wrong type": (["--model.hidden", "abc"], "cdflow fit: error: --model.hidden: 'abc' is not an int"),
     "a file as --data": (["--data", "wine.csv"], "cdflow fit: error: --data: no data module named 'wine.csv'; to train "
                          "on a file use --data TabularDataModule --data.path wine.csv"),

@@ -285,6 +285,9 @@ class ContinuousDepthClassifier(L.LightningModule):
         ):
             if not ok or not math.isfinite(value):
                 raise ConfigError(f"--model.{flag} must be {rule}, got {value!r}")
+        for flag, value in (("hidden", hidden), ("width", width), ("depth", depth)):
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ConfigError(f"--model.{flag} must be an int ≥ 1, got {value!r}")
         self.guard = FailureGuard(on_failure, max_consecutive_skips)
         if isinstance(members, bool) or not isinstance(members, int) or members < 1:
             raise ConfigError(f"--model.members must be an int ≥ 1 (initialisations trained together), got {members!r}")
