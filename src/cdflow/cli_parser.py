@@ -98,10 +98,7 @@ def _choices(text: str) -> str:
 
 
 def _expected(kind: str) -> str:
-    """'typing.Literal[a, b]' → 'one of a, b'; "<class 'int'>" → 'an int'."""
-    literal = re.fullmatch(r"typing\.Literal\[(.*)\]", kind)
-    if literal:
-        return f"one of {_choices(literal.group(1))}"
+    """"<class 'int'>" → 'an int' (a Literal's choices are listed by the caller)."""
     cls = re.fullmatch(r"<class '([\w.]+)'>", kind)
     return _type_name(cls.group(1) if cls else kind)
 
@@ -155,7 +152,7 @@ def _type_error(message: str) -> str | None:
     if hit is not None:
         line_start = message.rfind("\n", 0, hit.start()) + 1
         indent = len(message[line_start:hit.start()]) - len(message[line_start:hit.start()].lstrip())
-        flag, value = _flag_at(message, hit.start(), indent if line_start else 1), hit.group("value").strip()
+        flag, value = _flag_at(message, hit.start(), indent), hit.group("value").strip()
         if hit.group("choices") is not None:
             return f"--{flag}: {value!r} is not a valid choice; choose from {_choices(hit.group('choices'))}"
         return f"--{flag}: {value!r} is not {_type_name(hit.group('cls'))}"
