@@ -236,6 +236,9 @@ def test_incompatible_sde_method_and_noise():
                                diffusion=DiffusionSpec(kind="noise", noise_type="general"))
 
 
+#: A ready network chosen on the command line, whose settings are nested under --model.model.
+NESTED_NET = ["--model.model", "cdflow.models.ConvectionDiffusionNet", "--model.model.in_features", "64",
+              "--model.model.num_classes", "10"]
 CLI_CASES = {
     "unknown flag": (["--model.hiddn", "16"], "error: unrecognized arguments: --model.hiddn 16"),
     "unknown key in a config": (["--config", "{bad_key}"],
@@ -268,12 +271,11 @@ CLI_CASES = {
                                       "cdflow fit: error: --model.solver.step_size: 'abc' is not valid; "
                                       "expected a number or null\n"),
     "an optional of the wrong type in a nested network setting": (
-        ["--model.model", "cdflow.models.ConvectionDiffusionNet", "--model.model.in_features", "64",
-         "--model.model.num_classes", "10", "--model.model.solver.step_size", "abc"],
+        [*NESTED_NET, "--model.model.solver.step_size", "abc"],
         "cdflow fit: error: --model.model.solver.step_size: 'abc' is not valid; expected a number or null\n"),
     "unknown strategy": (["--trainer.accelerator", "cpu", "--trainer.strategy", "ddpx"],
-                                        "cdflow fit: error: ConfigError: --trainer.strategy ddpx: You selected an "
-                                        "invalid strategy name"),
+                         "cdflow fit: error: ConfigError: --trainer.strategy ddpx: You selected an invalid strategy "
+                         "name"),
     "t1 = 0": (["--model.solver.t1", "0"], "cdflow fit: error: ConfigError: t1 (the depth T) must be > 0 and finite"),
     "incompatible SDE": (["--model.diffusion.kind", "noise", "--model.solver.method", "reversible_heun",
                           "--model.solver.step_size", "0.1"],
@@ -284,8 +286,7 @@ CLI_CASES = {
                              "cdflow fit: error: --model.on_failure: 'ignore' is not a valid choice; choose from stop, "
                              "skip\n"),
     "bad choice in a nested network setting": (
-        ["--model.model", "cdflow.models.ConvectionDiffusionNet", "--model.model.in_features", "64",
-         "--model.model.num_classes", "10", "--model.model.diffusion.method", "bogus"],
+        [*NESTED_NET, "--model.model.diffusion.method", "bogus"],
         "cdflow fit: error: --model.model.diffusion.method: 'bogus' is not a valid choice; choose from krylov, "
         "chebyshev, implicit, explicit\n(see cdflow fit --help)"),
 }
