@@ -7,7 +7,7 @@ import pytest
 from lightning.pytorch.strategies import SingleDeviceStrategy
 
 from cdflow.errors import ConfigError
-from cdflow.training.trainer_settings import RANGES, check_trainer_settings
+from cdflow.training.trainer_settings import RANGES, check_trainer_settings, usable_accelerators
 
 
 @pytest.mark.parametrize("cfg", [
@@ -51,3 +51,11 @@ def test_a_strategy_object_is_not_built_into_a_throwaway_trainer():
 def test_every_range_refuses_a_bool():
     for key, (ok, _) in RANGES.items():
         assert not ok(True), key
+
+
+def test_a_refused_accelerator_names_the_usable_ones():
+    with pytest.raises(ConfigError) as info:
+        check_trainer_settings({"accelerator": "gpux", "max_epochs": 2})
+    assert str(info.value).startswith("--trainer.accelerator gpux: ")
+    assert str(info.value).endswith(f"(accelerators on this machine: {', '.join(usable_accelerators())})")
+    assert "cpu" in usable_accelerators()

@@ -100,4 +100,13 @@ def check_trainer_settings(cfg: dict[str, Any]) -> None:
         return
     alone = [k for k in given if _build({k: given[k]}) is not None]
     flags = ", ".join(_flag(k, given[k]) for k in (alone or given))
-    raise ConfigError(f"{flags}: {err}")
+    hint = f" (accelerators on this machine: {', '.join(usable_accelerators())})" if "accelerator" in alone else ""
+    raise ConfigError(f"{flags}: {err}{hint}")
+
+
+def usable_accelerators() -> list[str]:
+    """The accelerator names Lightning can use here (cpu, and cuda/mps/tpu where present)."""
+    from lightning.pytorch.accelerators import AcceleratorRegistry
+
+    return sorted(n for n in AcceleratorRegistry.available_accelerators()
+                  if AcceleratorRegistry[n]["accelerator"].is_available())
