@@ -88,7 +88,7 @@ from cdflow.training.checkpoint_files import (
 )
 from cdflow.training.last_checkpoint import LastCheckpoint
 from cdflow.training.loggers import finish_wandb, make_logger
-from cdflow.training.module import ContinuousDepthClassifier
+from cdflow.training.module import FLOAT16_ON_ANY_DEVICE, ContinuousDepthClassifier, adaptive_solvers, check_precision
 from cdflow.training.predictions import default_predictions_path, run_config_of, run_dir_of, write_predictions
 from cdflow.training.run_folder import RunFolder, claim_run_folder, run_name, worker_run_folder
 from cdflow.training.summary import FitStart, last_checkpoint, run_summary
@@ -355,6 +355,9 @@ class CdflowCLI(LightningCLI):
         self._check_checkpoint_fits()
         cfg = self._get(self.config_init, "trainer", default={})
         check_trainer_settings(cfg)  # before the run folder and the logger exist
+        net = getattr(self.model, "net", None)
+        if str(cfg.get("precision")) in FLOAT16_ON_ANY_DEVICE and net is not None:  # a ready network's solvers
+            check_precision(cfg["precision"], adaptive_solvers(net), self.model.solver_flag)
         root = Path(cfg.get("default_root_dir") or DEFAULT_ROOT)
         if self.subcommand == "fit":
             root = self._claim_run_folder(root)

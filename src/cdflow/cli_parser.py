@@ -24,7 +24,7 @@ from lightning.pytorch.cli import LightningArgumentParser
 
 from cdflow.errors import CdflowError
 from cdflow.solvers import SolverSpec
-from cdflow.training.module import check_precision, solver_adapts
+from cdflow.training.module import FLOAT16_ON_ANY_DEVICE, check_precision, solver_adapts
 
 DESCRIPTION = """\
 cdflow trains continuous-depth networks written as convection-diffusion equations, dx/dt = v(x, t) + diffusion:
@@ -209,9 +209,9 @@ def _as_dict(value: Any) -> dict[str, Any]:
 def check_precision_flag(section: Namespace) -> None:
     """``--trainer.precision 16-true`` with an adaptive solver of the default network: a `ConfigError` now,
     instead of a step-size underflow in the first step (``16-mixed`` is bf16 on a CPU: checked by the
-    model's ``setup`` once the trainer knows the device; so are ready networks)."""
+    model's ``setup`` once the trainer knows the device; ready networks once built, before the run folder)."""
     precision = section.get("trainer.precision")
-    if str(precision) not in ("16-true", "transformer-engine-float16") or section.get("model.model") is not None:
+    if str(precision) not in FLOAT16_ON_ANY_DEVICE or section.get("model.model") is not None:
         return
     fields = set(SolverSpec.__dataclass_fields__)
     spec = SolverSpec(**{k: v for k, v in _as_dict(section.get("model.solver")).items() if k in fields})

@@ -273,6 +273,12 @@ CLI_CASES = {
     "an optional of the wrong type in a nested network setting": (
         [*NESTED_NET, "--model.model.solver.step_size", "abc"],
         "cdflow fit: error: --model.model.solver.step_size: 'abc' is not valid; expected a number or null\n"),
+    "float16 with a ready network's adaptive solver": (
+        [*NESTED_NET, "--model.model.solver.method", "dopri5", "--trainer.precision", "16-true"],
+        "cdflow fit: error: ConfigError: --trainer.precision 16-true computes in float16"),
+    "float16 advice names the ready network's flags": (
+        [*NESTED_NET, "--model.model.solver.method", "dopri5", "--trainer.precision", "16-true"],
+        "or a fixed-step method (--model.model.solver.method rk4 --model.model.solver.step_size 0.1)\n"),
     "unknown strategy": (["--trainer.accelerator", "cpu", "--trainer.strategy", "ddpx"],
                          "cdflow fit: error: ConfigError: --trainer.strategy ddpx: You selected an invalid strategy "
                          "name"),

@@ -73,6 +73,8 @@ def _stochastic_parts(net: nn.Module) -> list[str]:
 
 
 FLOAT16_PRECISIONS = ("16-true", "16-mixed", "16", "transformer-engine-float16")
+#: The float16 precisions on any device (``16-mixed`` is bf16 on a CPU: known once the trainer has its device).
+FLOAT16_ON_ANY_DEVICE = ("16-true", "transformer-engine-float16")
 
 
 def solver_adapts(spec: SolverSpec) -> bool:
@@ -89,9 +91,10 @@ def adaptive_solvers(net: nn.Module) -> list[SolverSpec]:
     return [s for s in specs if solver_adapts(s)]
 
 
-def check_precision(precision: Any, solvers: list[SolverSpec]) -> None:
+def check_precision(precision: Any, solvers: list[SolverSpec], solver_flag: str = "--model.solver") -> None:
     """Refuse float16 (``--trainer.precision 16-true``; ``16-mixed`` on a GPU) for adaptive solvers: their error
-    estimates need more than float16's ~3 significant digits, so the step size underflows at once."""
+    estimates need more than float16's ~3 significant digits, so the step size underflows at once. `solver_flag`:
+    where the solver's settings are given (``--model.model.solver`` for a ready network)."""
     if str(precision) not in FLOAT16_PRECISIONS or not solvers:
         return
     methods = ", ".join(sorted({s.method for s in solvers}))
@@ -99,7 +102,7 @@ def check_precision(precision: Any, solvers: list[SolverSpec]) -> None:
         f"--trainer.precision {precision} computes in float16 (about 3 significant digits), too coarse for the "
         f"adaptive solver ({methods}, rtol={solvers[0].rtol}): its steps would underflow at once. Use "
         "--trainer.precision 32-true (or 64-true, or bf16-true / bf16-mixed to save memory), or a fixed-step "
-        "method (--model.solver.method rk4 --model.solver.step_size 0.1)"
+        f"method ({solver_flag}.method rk4 {solver_flag}.step_size 0.1)"
     )
 
 
@@ -382,7 +385,12 @@ class ContinuousDepthClassifier(L.LightningModule):
         adaptive solvers (see `check_precision`)."""
         fold_rank(self.net, self.global_rank)
         if self._trainer is not None:
-            check_precision(self._trainer.precision, adaptive_solvers(self.net))
+            check_precision(self._trainer.precision, adaptive_solvers(self.net), self.solver_flag)
+
+    @property
+    def solver_flag(self) -> str:
+        """Where this module's solver settings are given on the command line."""
+        return "--model.model.solver" if self.hparams.get("model") is not None else "--model.solver"
 
     def forward(self, x: Tensor, graph: Any = None) -> Tensor:
         """Logits of every row of `x` ([N, K, C] with K members); the batch's graph goes to networks whose
