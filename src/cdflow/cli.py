@@ -355,6 +355,8 @@ class CdflowCLI(LightningCLI):
         self._check_checkpoint_fits()
         cfg = self._get(self.config_init, "trainer", default={})
         check_trainer_settings(cfg)  # before the run folder and the logger exist
+        if self.subcommand == "fit" and isinstance(self.model, ContinuousDepthClassifier):
+            self.model.check_validation_loop(cfg.get("limit_val_batches"), cfg.get("fast_dev_run"))
         net = getattr(self.model, "net", None)
         if str(cfg.get("precision")) in FLOAT16_ON_ANY_DEVICE and net is not None:  # a ready network's solvers
             check_precision(cfg["precision"], adaptive_solvers(net), self.model.solver_flag)

@@ -279,6 +279,11 @@ CLI_CASES = {
     "float16 advice names the ready network's flags": (
         [*NESTED_NET, "--model.model.solver.method", "dopri5", "--trainer.precision", "16-true"],
         "or a fixed-step method (--model.model.solver.method rk4 --model.model.solver.step_size 0.1)\n"),
+    "validation scored twice": (["--model.validate_on_train_forward", "true", "--model.dropout", "0",
+                                 "--trainer.limit_val_batches", "2"],
+                                "cdflow fit: error: ConfigError: --model.validate_on_train_forward scores validation "
+                                "on the training forward pass, and the validation loop (--trainer.limit_val_batches "
+                                "2) would score it again"),
     "unknown strategy": (["--trainer.accelerator", "cpu", "--trainer.strategy", "ddpx"],
                          "cdflow fit: error: ConfigError: --trainer.strategy ddpx: You selected an invalid strategy "
                          "name"),

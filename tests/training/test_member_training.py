@@ -243,3 +243,16 @@ def test_members_redraw_every_layer_and_keep_a_zero_convection():
                 assert not torch.equal(a, b) and bool((b[0, F:] == 0).all())
             else:
                 assert not torch.equal(a, b), name
+
+
+@pytest.mark.parametrize("limit", [1.0, 3])
+def test_validation_scored_on_the_training_forward_refuses_a_validation_loop(tmp_path, limit):
+    """Both would score validation into the same metrics (the loop on the weights after the update)."""
+    module = ContinuousDepthClassifier(C, (F,), model=COIN(F, C, tau=0.2, n_steps=5, seed=4),
+                                       validate_on_train_forward=True)
+    trainer = L.Trainer(default_root_dir=tmp_path, logger=False, enable_progress_bar=False, enable_model_summary=False,
+                        enable_checkpointing=False, max_epochs=1, limit_val_batches=limit, num_sanity_val_steps=0)
+    with pytest.raises(ConfigError, match="would score it again on other weights"):
+        trainer.fit(module, datamodule=SBM())
+    module.check_validation_loop(0)  # off: fine
+    module.check_validation_loop(1.0, fast_dev_run=True)  # a smoke run's metrics are not results

@@ -59,3 +59,10 @@ def test_a_refused_accelerator_names_the_usable_ones():
     assert str(info.value).startswith("--trainer.accelerator gpux: ")
     assert str(info.value).endswith(f"(accelerators on this machine: {', '.join(usable_accelerators())})")
     assert "cpu" in usable_accelerators()
+
+
+def test_every_setting_out_of_range_is_named_at_once():
+    with pytest.raises(ConfigError) as info:
+        check_trainer_settings({"log_every_n_steps": 0, "gradient_clip_val": -1.0, "accumulate_grad_batches": 2})
+    assert str(info.value) == ("--trainer.log_every_n_steps 0: takes an int ≥ 1 or null; "
+                               "--trainer.gradient_clip_val -1.0: takes a number ≥ 0 or null")

@@ -386,6 +386,20 @@ class ContinuousDepthClassifier(L.LightningModule):
         fold_rank(self.net, self.global_rank)
         if self._trainer is not None:
             check_precision(self._trainer.precision, adaptive_solvers(self.net), self.solver_flag)
+            if stage == "fit":
+                self.check_validation_loop(self._trainer.limit_val_batches, self._trainer.fast_dev_run)
+
+    def check_validation_loop(self, limit_val_batches: Any, fast_dev_run: Any = False) -> None:
+        """With `validate_on_train_forward` the training step scores the validation nodes; a validation loop as
+        well would score them a second time, on the weights after the update, into the same metrics (and the
+        early stopping): refused unless it is off (``limit_val_batches 0``) or the run is a ``fast_dev_run``."""
+        if self.validate_on_train_forward and not fast_dev_run and limit_val_batches not in (0, 0.0):
+            shown = "its default, every batch" if limit_val_batches is None else limit_val_batches
+            raise ConfigError(
+                "--model.validate_on_train_forward scores validation on the training forward pass, and the "
+                f"validation loop (--trainer.limit_val_batches {shown}) would score it again on other weights into "
+                "the same metrics: set --trainer.limit_val_batches 0, or --model.validate_on_train_forward false"
+            )
 
     @property
     def solver_flag(self) -> str:

@@ -87,9 +87,10 @@ def check_trainer_settings(cfg: dict[str, Any]) -> None:
     """Refuse trainer settings that Lightning would refuse when it builds the trainer, or fail on while training:
     a `ConfigError` naming the setting(s) at fault (those refused alone; all given ones when only their
     combination is) and Lightning's reason."""
-    for key, (ok, takes) in RANGES.items():
-        if key in cfg and not ok(cfg[key]):
-            raise ConfigError(f"{_flag(key, cfg[key])}: takes {takes}")
+    out_of_range = [f"{_flag(key, cfg[key])}: takes {takes}" for key, (ok, takes) in RANGES.items()
+                    if key in cfg and not ok(cfg[key])]
+    if out_of_range:  # all of them at once
+        raise ConfigError("; ".join(out_of_range))
     params = inspect.signature(Trainer.__init__).parameters
     given = {k: v for k, v in cfg.items()  # objects (a Strategy instance) are left alone: building mutates them
              if k in params and k not in NOT_CHECKED and _plain(v) and v != params[k].default}
