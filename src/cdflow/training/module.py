@@ -592,10 +592,11 @@ class ContinuousDepthClassifier(L.LightningModule):
 
     def on_train_epoch_end(self) -> None:
         """Log ``time/epoch_s``: the wall time of the epoch, its validation included (Lightning validates before
-        this hook)."""
+        this hook); under DDP the slowest rank's."""
         started = getattr(self, "_epoch_started", None)
         if started is not None:
-            self.log("time/epoch_s", time.perf_counter() - started, on_step=False, on_epoch=True, batch_size=1)
+            self.log("time/epoch_s", time.perf_counter() - started, on_step=False, on_epoch=True, batch_size=1,
+                     sync_dist=True, reduce_fx="max")
 
     def on_train_batch_end(self, outputs: Any, batch: Any, batch_idx: int) -> None:
         """With ``on_failure='skip'``: log how many steps were skipped so far (``train/skipped_steps``)."""
