@@ -176,9 +176,9 @@ def _reused(runs: list[dict[str, Any]]) -> list[str]:
             f"{', '.join(names)}." for src, names in by_source.items()] + ([""] if by_source else [])
 
 
-def render(rec: dict[str, Any], provenance: Callable[..., list[str]]) -> str:
-    """Markdown for one RNODE record."""
-    stem = "rnode" if rec["mode"] == "reduced" else f"rnode_{rec['mode']}"
+def render(rec: dict[str, Any], provenance: Callable[..., list[str]], stem: str | None = None) -> str:
+    """Markdown for one RNODE record; `stem`: the record's file name without ``.json`` (default: the runner's)."""
+    stem = stem or ("rnode" if rec["mode"] == "reduced" else f"rnode_{rec['mode']}")
     lines = [
         "# RNODE: regularised dynamics (kinetic energy + Jacobian Frobenius norm)",
         "",

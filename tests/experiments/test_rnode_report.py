@@ -185,3 +185,10 @@ def test_mnist_lambda_is_chosen_on_mnist_validation_unless_set(tmp_path, monkeyp
     assert [lam_ for ds, lam_ in trained if ds == "mnist"] == arms
     assert rec["mnist"]["lambda"] == lam and rec["mnist"]["lambda_from"] == source
     assert run.MNIST_GRID == (1e-4, 3e-4, 1e-3)
+
+
+def test_a_record_kept_under_another_name_names_its_own_file():
+    report = experiments_module("rnode.report")
+    prov = experiments_module("common").provenance
+    assert "Raw record: `rnode.json`." in report.render(_record(), prov)
+    assert "Raw record: `rnode_mnist5.json`." in report.render(_record(), prov, "rnode_mnist5")
