@@ -394,7 +394,7 @@ class ContinuousDepthClassifier(L.LightningModule):
         well would score them a second time, on the weights after the update, into the same metrics (and the
         early stopping): refused unless it is off (``limit_val_batches 0``) or the run is a ``fast_dev_run``."""
         if self.validate_on_train_forward and not fast_dev_run and limit_val_batches not in (0, 0.0):
-            shown = "its default, every batch" if limit_val_batches is None else limit_val_batches
+            shown = "its default, every batch" if limit_val_batches is None else f"{limit_val_batches:g}"
             raise ConfigError(
                 "--model.validate_on_train_forward scores validation on the training forward pass, and the "
                 f"validation loop (--trainer.limit_val_batches {shown}) would score it again on other weights into "
