@@ -73,7 +73,6 @@ from cdflow.cli_parser import (
     CdflowArgumentParser,
     CdflowHelpFormatter,
     check_data_flag,
-    check_precision_flag,
     refuse,
 )
 from cdflow.errors import CdflowError, ConfigError, DataError, RunFolderError
@@ -267,7 +266,6 @@ class CdflowCLI(LightningCLI):
                         section["ckpt_path"] = ckpt_path = str(last)
                         print(f"cdflow: --ckpt_path last is {last} (the most recently written last.ckpt)")
                 check_checkpoint_file(ckpt_path)
-            check_precision_flag(section)
         except CdflowError as err:
             refuse(f"cdflow {subcommand}", err)
 
@@ -358,7 +356,7 @@ class CdflowCLI(LightningCLI):
         if self.subcommand == "fit" and isinstance(self.model, ContinuousDepthClassifier):
             self.model.check_validation_loop(cfg.get("limit_val_batches"), cfg.get("fast_dev_run"))
         net = getattr(self.model, "net", None)
-        if str(cfg.get("precision")) in FLOAT16_ON_ANY_DEVICE and net is not None:  # a ready network's solvers
+        if str(cfg.get("precision")) in FLOAT16_ON_ANY_DEVICE and net is not None:  # the network's solvers
             check_precision(cfg["precision"], adaptive_solvers(net), self.model.solver_flag)
         root = Path(cfg.get("default_root_dir") or DEFAULT_ROOT)
         if self.subcommand == "fit":

@@ -16,15 +16,13 @@ import os
 import re
 import sys
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import NoReturn
 
-from jsonargparse import DefaultHelpFormatter, Namespace
+from jsonargparse import DefaultHelpFormatter
 from lightning.pytorch import LightningDataModule
 from lightning.pytorch.cli import LightningArgumentParser
 
 from cdflow.errors import CdflowError
-from cdflow.solvers import SolverSpec
-from cdflow.training.module import FLOAT16_ON_ANY_DEVICE, check_precision, solver_adapts
 
 DESCRIPTION = """\
 cdflow trains continuous-depth networks written as convection-diffusion equations, dx/dt = v(x, t) + diffusion:
@@ -198,21 +196,3 @@ class CdflowArgumentParser(LightningArgumentParser):
         prog = parser.prog.replace(" [options]", "")
         sys.stderr.write(f"{prog}: error: {explain_parse_error(message)}\n(see {prog} --help)\n")
         self.exit(2)
-
-
-def _as_dict(value: Any) -> dict[str, Any]:
-    if isinstance(value, Namespace):
-        return value.as_dict()
-    return dict(value) if isinstance(value, dict) else {}
-
-
-def check_precision_flag(section: Namespace) -> None:
-    """``--trainer.precision 16-true`` with an adaptive solver of the default network: a `ConfigError` now,
-    instead of a step-size underflow in the first step (``16-mixed`` is bf16 on a CPU: checked by the
-    model's ``setup`` once the trainer knows the device; ready networks once built, before the run folder)."""
-    precision = section.get("trainer.precision")
-    if str(precision) not in FLOAT16_ON_ANY_DEVICE or section.get("model.model") is not None:
-        return
-    fields = set(SolverSpec.__dataclass_fields__)
-    spec = SolverSpec(**{k: v for k, v in _as_dict(section.get("model.solver")).items() if k in fields})
-    check_precision(precision, [spec] if solver_adapts(spec) else [])
