@@ -260,3 +260,15 @@ def test_non_symmetric_laplacian_and_adjoint_with_graph_gradients_are_refused() 
     knn = Laplacian.from_knn(feats, k=3, k_scale=2, differentiable=True)
     with pytest.raises(ConfigError, match="adjoint=False"):
         exponential_solve(_mlp(3), rand_x(N), knn, 1.0, adjoint=True)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_solves_on_the_device_of_its_inputs() -> None:
+    """Every tensor the solver makes lives on its inputs' device: a CUDA solve equals the CPU one (the φ-function
+    arguments were once made on the CPU, and the GPU benchmark stopped with a device mismatch)."""
+    lap, vel, x0 = graph("cycle", 20), _mlp(), rand_x(20, 2)
+    cpu = exponential_solve(vel, x0, lap, 3.0, method="exprk32", rtol=1e-8, atol=1e-10)
+    dev = torch.device("cuda")
+    gpu = exponential_solve(vel.to(dev), x0.to(dev), lap.to(dev), 3.0, method="exprk32", rtol=1e-8, atol=1e-10)
+    assert gpu.y.device.type == "cuda"
+    assert rel(gpu.y.cpu(), cpu.y) < 1e-8

@@ -143,7 +143,8 @@ def phi_krylov(
             theta, vec = torch.linalg.eigh(proc.t_mat().detach())
             first, last = vec[:, 0, :], vec[:, -1, :]
             taus = sorted({tau for _, tau in needs})
-            phis = phi_scalar(-sv * torch.tensor(taus, dtype=theta.dtype)[:, None, None] * theta, kmax + 1)
+            tau_t = torch.tensor(taus, dtype=theta.dtype, device=theta.device)
+            phis = phi_scalar(-sv * tau_t[:, None, None] * theta, kmax + 1)
             est = torch.zeros_like(beta0)
             for k, tau in needs:
                 proj = (last * phis[taus.index(tau), :, :, k + 1] * first).sum(-1).abs()
