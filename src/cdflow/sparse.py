@@ -252,7 +252,7 @@ class SparseMatrix:
         kept ones scaled by 1/(1−p) (the draws of `mm_stacked_dropout`)."""
         from cdflow.models.layers import keep_mask  # the one dropout-mask generator
 
-        return self.vals.detach().to(dtype)[None, :] * keep_mask((k, self.nnz), p) * (1.0 / (1.0 - p))
+        return self.vals.detach().to(dtype)[None, :] * keep_mask((k, self.nnz), p, self.vals.device) * (1.0 / (1.0 - p))
 
     def _expanded(self, k: int) -> SparseMatrix:
         """The [N·K, K·F] block structure of [A, …, A] (row n·K + k holds row n's non-zeros in columns

@@ -191,3 +191,20 @@ def test_probabilities_stay_on_the_simplex():
     # up to the Chebyshev expansion's error at λ = 0 (its tolerance): exp(−γsL)1 = 1 exactly
     torch.testing.assert_close(zt.sum(-1), torch.ones(40, dtype=torch.float64), rtol=0, atol=1e-9)
     assert zt.min() >= 0
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_training_step_runs_on_cuda():
+    """The residual encoder's dropout draws (x's non-zeros, then h) and the split diffusion are made on the
+    features' device: a training forward and backward on CUDA (the dropout masks were once drawn on the CPU)."""
+    from cdflow.sparse import SparseMatrix
+
+    dev = torch.device("cuda")
+    x = SparseMatrix.from_tensor(bag_of_words(f=300)).to(dev)
+    torch.manual_seed(3)
+    net = ConvectionDiffusionNet(300, 3, hidden=300, width=8, encoder="residual", dropout=0.4, hidden_dropout=0.3,
+                                 solver=EULER, diffusion=SPLIT, graph=GraphSpec(source="edges")).to(dev).train()
+    out = net(x, graph=ring_with_chords().to(dev))
+    out.sum().backward()
+    assert out.device.type == "cuda" and torch.isfinite(out).all()
+    assert all(p.grad is None or p.grad.device.type == "cuda" for p in net.parameters())

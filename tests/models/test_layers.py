@@ -31,6 +31,22 @@ def test_keep_mask_follows_the_default_generator():
     assert torch.equal(keep_mask((17, 5), 0.3), a)
 
 
+def test_masks_are_made_on_the_device_of_what_they_mask():
+    """keep_mask draws on the device it is given, and dropout masks on its input's device (the meta device stands
+    in for a GPU here: a mask made on the CPU fails to multiply a tensor on another device)."""
+    assert keep_mask((4, 5), 0.3).device.type == "cpu"
+    assert keep_mask((4, 5), 0.3, "meta").device.type == "meta"
+    assert dropout(torch.ones(4, 5, device="meta"), 0.3).device.type == "meta"
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_dropout_on_cuda_keeps_the_rate():
+    torch.manual_seed(0)
+    out = dropout(torch.ones(400, 300, device="cuda"), 0.25)
+    assert out.device.type == "cuda"
+    assert abs(float((out > 0).float().mean()) - 0.75) < 4 * (0.25 * 0.75 / out.numel()) ** 0.5
+
+
 def test_member_linear_matches_nn_linear():
     layer = MemberLinear(3, 6, 4)
     refs = [torch.nn.Linear(6, 4) for _ in range(3)]

@@ -87,7 +87,7 @@ class _DropoutDiffusion(torch.autograd.Function):
             h = x0[:, cols].clone()  # never write into the caller's tensor
             block_masks = []
             for _ in range(n_steps):
-                m = keep_mask(tuple(h.shape), p)
+                m = keep_mask(tuple(h.shape), p, h.device)
                 block_masks.append(m)
                 h = step.product(h.mul_(m).mul_(scale))
             out[:, cols] = h

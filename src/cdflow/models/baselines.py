@@ -31,11 +31,11 @@ def gcn_adjacency(edge_index: Tensor, num_nodes: int, dtype: torch.dtype = torch
     Existing self-loops are kept at weight 1 (no double counting)."""
     a = adjacency_from_edges(edge_index, num_nodes, dtype=dtype).coalesce()
     row, col = a.indices()
-    diag = torch.arange(num_nodes)
+    diag = torch.arange(num_nodes, device=row.device)
     off = row != col
     row, col = torch.cat([row[off], diag]), torch.cat([col[off], diag])
-    val = torch.cat([a.values()[off], torch.ones(num_nodes, dtype=dtype)])
-    deg = torch.zeros(num_nodes, dtype=dtype).index_add(0, row, val)
+    val = torch.cat([a.values()[off], torch.ones(num_nodes, dtype=dtype, device=row.device)])
+    deg = torch.zeros(num_nodes, dtype=dtype, device=row.device).index_add(0, row, val)
     dis = deg.pow(-0.5)
     return sparse_from_entries(row, col, dis[row] * val * dis[col], num_nodes)
 

@@ -198,7 +198,7 @@ class ConvectionDiffusionNet(nn.Module):
         p = self.hidden_dropout.p
         residual = x
         if self.training and p > 0:
-            keep_h = keep_mask((x.n_rows, f), p)
+            keep_h = keep_mask((x.n_rows, f), p, x.vals.device)
             scale = 1.0 / (1.0 - p)
             mask = chunk_mask(keep_h[None], scale, enc.padded, enc.w1.shape[3], dtype)
             kept = keep_h[x.row_ids(), x.cols]  # the mask on x's non-zeros: the residual x ⊙ m

@@ -175,7 +175,7 @@ class COIN(nn.Module):
         p = self.proj.forward_shared(x, self.dropout, self.training)
         mask = None
         if self.training and self.dropout > 0:
-            mask = keep_mask(tuple(p.shape), self.dropout).to(p.dtype).mul_(1.0 / (1.0 - self.dropout))
+            mask = keep_mask(tuple(p.shape), self.dropout, p.device).to(p.dtype).mul_(1.0 / (1.0 - self.dropout))
         logits = residual_head(p, self.fc1.weight, self.fc1.bias, self.fc2.weight, self.fc2.bias, mask)
         return torch.softmax(logits, dim=-1)
 

@@ -22,8 +22,9 @@ __all__ = [
 ]
 
 
-def keep_mask(shape: tuple[int, ...], p: float) -> Tensor:
-    """Boolean dropout mask: True (keep) with probability 1 − p (p rounded to a multiple of 2⁻¹⁶).
+def keep_mask(shape: tuple[int, ...], p: float, device: torch.device | str | None = None) -> Tensor:
+    """Boolean dropout mask on `device` (default: the CPU): True (keep) with probability 1 − p (p rounded to a
+    multiple of 2⁻¹⁶).
 
     Drawn as 16-bit integers, three per 64-bit draw of the default generator (whose top bit is always 0,
     so the fourth 16-bit word is not used): about 3× faster than `F.dropout`'s Bernoulli draws on CPU.
@@ -31,7 +32,7 @@ def keep_mask(shape: tuple[int, ...], p: float) -> Tensor:
     if not 0.0 <= p < 1.0:
         raise ConfigError(f"dropout probability must be in [0, 1), got {p}")
     n = math.prod(shape)
-    words = torch.empty(-(-n // 3), dtype=torch.int64).random_().view(torch.int16).view(-1, 4)
+    words = torch.empty(-(-n // 3), dtype=torch.int64, device=device).random_().view(torch.int16).view(-1, 4)
     return (words[:, :3] >= round(p * 65536) - 32768).view(-1)[:n].view(shape)
 
 
@@ -39,7 +40,7 @@ def dropout(h: Tensor, p: float, training: bool = True) -> Tensor:
     """Inverted dropout h ⊙ m / (1 − p), m = keep_mask(h.shape, p); the identity when not training or p = 0."""
     if not training or p == 0.0:
         return h
-    return (h * keep_mask(tuple(h.shape), p)).mul_(1.0 / (1.0 - p))
+    return (h * keep_mask(tuple(h.shape), p, h.device)).mul_(1.0 / (1.0 - p))
 
 
 def member_generators(seeds: Sequence[int]) -> list[torch.Generator]:

@@ -111,7 +111,7 @@ def chunk_mask(keep: Tensor, scale: float, padded: int, chunk: int, dtype: torch
     """A keep mask [K, N, F] as `WideResidual`'s mask: the factors keep·scale in `dtype`, columns zero-padded to
     `padded` and laid out chunk-major, [K, n_chunks, N, chunk]."""
     k, n, f = keep.shape
-    m = torch.zeros(k, n, padded, dtype=dtype)
+    m = torch.zeros(k, n, padded, dtype=dtype, device=keep.device)
     m[:, :, :f] = keep
     return m.view(k, n, padded // chunk, chunk).transpose(1, 2).contiguous().mul_(scale)
 
