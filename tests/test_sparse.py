@@ -191,3 +191,26 @@ def test_bad_entries() -> None:
     a = SparseMatrix.from_tensor(torch.eye(3))
     with pytest.raises(DataError, match="expected 3 values"):
         a.with_values(torch.ones(4))
+
+
+def test_select_keeps_the_chosen_entries_in_both_orders() -> None:
+    """A.select(keep, vals) is the matrix of the kept entries with the given values: equal to the masked dense
+    matrix, its products and its transposed products (both storage orders filtered consistently)."""
+    gen = torch.Generator().manual_seed(4)
+    dense = (torch.rand(9, 7, generator=gen) < 0.4) * torch.randn(9, 7, generator=gen, dtype=torch.float64)
+    a = SparseMatrix.from_tensor(dense)
+    keep = torch.rand(a.nnz, generator=gen) < 0.5
+    vals = 2.0 * a.vals
+    b = a.select(keep, vals)
+    want = torch.zeros_like(dense)
+    rows = a.row_ids()
+    want[rows[keep], a.cols[keep]] = vals[keep]
+    assert b.nnz == int(keep.sum())
+    torch.testing.assert_close(b.to_dense(), want)
+    w = torch.randn(7, 3, dtype=torch.float64, generator=gen)
+    torch.testing.assert_close(b.mm(w), want @ w)
+    v = torch.randn(9, 2, dtype=torch.float64, generator=gen)
+    torch.testing.assert_close(b.product(v, transposed=True), want.t() @ v)
+    torch.testing.assert_close(b.transpose().to_dense(), want.t())
+    with pytest.raises(DataError, match="keep mask"):
+        a.select(keep[:-1])

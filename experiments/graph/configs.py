@@ -25,6 +25,7 @@ from cdflow.models.baselines import APPNP, GCN, MLP, SGC
 from cdflow.models.layers import member_generators
 from cdflow.solvers import SolverSpec
 from cdflow.training import MemberTraining, StoppingRule
+from cdflow.training.consistency import ConsistencySpec
 from experiments.graph.search_report import short
 
 
@@ -37,11 +38,20 @@ class Training:
     max_epochs: int = 10_000
     patience: int = 50
     improve_on_tie: bool = False
+    #: consistency regularisation over dropout draws (`cdflow.training.consistency`): weight λ (0: off),
+    #: passes S, temperature τ; a row sets it through its point (`CONSISTENCY_KEYS`)
+    consistency: float = 0.0
+    consistency_samples: int = 2
+    consistency_temperature: float = 0.5
 
     def member_training(self) -> MemberTraining:
         """The same settings for `cdflow.training.fit_members`."""
         return MemberTraining(lr=self.lr, weight_decay=self.weight_decay, max_epochs=self.max_epochs,
-                              rule=StoppingRule(self.patience, self.improve_on_tie))
+                              rule=StoppingRule(self.patience, self.improve_on_tie),
+                              consistency=self.consistency_spec())
+
+    def consistency_spec(self) -> ConsistencySpec:
+        return ConsistencySpec(self.consistency, self.consistency_samples, self.consistency_temperature)
 
     def stopping(self) -> dict[str, Any]:
         """The stopping rule as recorded with every run: patience, ties, and whose rule it is."""
@@ -79,8 +89,12 @@ class ModelSpec:
     improve_on_tie: bool | None = None
 
     def training(self, protocol: Training) -> Training:
-        """The protocol's training settings with this row's stopping rule."""
-        return protocol if self.improve_on_tie is None else replace(protocol, improve_on_tie=self.improve_on_tie)
+        """The protocol's training settings with this row's stopping rule and, for the continuous net, the
+        consistency regularisation of its point (`CONSISTENCY_KEYS`)."""
+        out = protocol if self.improve_on_tie is None else replace(protocol, improve_on_tie=self.improve_on_tie)
+        if self.family == "cdnet":
+            out = replace(out, **{k: self.kwargs[k] for k in CONSISTENCY_KEYS if k in self.kwargs})
+        return out
 
     def row_label(self, training: Training) -> str:
         """The label of this row's runs: Diff-ResNet rows name the stopping rule they trained with."""
@@ -99,7 +113,8 @@ class ModelSpec:
         the reference's initial weights (COIN's own initialisation already draws in that layout)."""
         k, f, c = len(seeds), in_features, num_classes
         if self.family == "cdnet":
-            return Members(lambda i: continuous_net(f, c, seeds[i], **self.kwargs), k)
+            net_kwargs = {key: v for key, v in self.kwargs.items() if key not in CONSISTENCY_KEYS}
+            return Members(lambda i: continuous_net(f, c, seeds[i], **net_kwargs), k)
         if self.family == "coin":
             model: nn.Module = COIN(f, c, members=k, **self.kwargs)
         elif self.family == "diffresnet":  # the reference code's F-wide network
@@ -135,6 +150,10 @@ BASELINES: dict[str, type[nn.Module]] = {"mlp": MLP, "gcn": GCN, "appnp": APPNP,
 
 #: Convection solvers of the continuous net: fixed-step methods take T/n_steps steps; dopri5 is adaptive.
 CONVECTION_METHODS = ("euler", "rk4", "dopri5")
+
+
+#: Keys of a continuous-net point that set its training objective, not the network (`Training`'s fields).
+CONSISTENCY_KEYS = ("consistency", "consistency_samples", "consistency_temperature")
 
 
 def continuous_net(in_features: int, num_classes: int, seed: int, *, gamma: float, t1: float = 1.0,

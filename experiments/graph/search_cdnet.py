@@ -10,7 +10,9 @@ validation accuracy over those is the chosen point. Runs are the protocol's (`ex
 its training, early stopping and restore); their test accuracy is dropped from the records unread.
 
 Stage 2 (``--stage2 RECORD``) starts each dataset from the chosen point of a stage-1 record and tries `STAGE2`,
-every point scored on 10 splits; it writes ``DIR/cdnet_search_stage2[_<mode>].json``.
+every point scored on 10 splits; it writes ``DIR/cdnet_search_stage2[_<mode>].json``. Stage 3 (``--stage3
+RECORD``) does the same from a stage-2 record with `STAGE3` (the training objective: consistency regularisation
+over dropout draws) and writes ``DIR/cdnet_search_stage3[_<mode>].json``.
 
 Writes ``DIR/cdnet_search[_<mode>].json``: the factors, every point's per-split validation accuracy and wall
 time, the choice after each factor, the refinement and the chosen point per dataset, the total wall time.
@@ -32,7 +34,7 @@ from pathlib import Path
 from typing import Any
 
 from experiments.common import artefact, machine_info, mode_of, runner_parser
-from experiments.graph.configs import ModelSpec, Training
+from experiments.graph.configs import COIN_CORA, ModelSpec, Training, model_specs
 from experiments.graph.units import Unit, run_unit, task
 
 Point = dict[str, Any]
@@ -124,6 +126,8 @@ FACTORS: tuple[Factor, ...] = (
 #: COIN's total diffusion time τ·n per dataset: Cora the authors' (0.35 × 20), Citeseer the protocol's validation
 #: choice for COIN (τ = 0.3, n = 5: `make reproduce-graph`'s COIN search, experiments/results/graph.json).
 COIN_TIME = {"cora": 7.0, "citeseer": 1.5}
+#: Citeseer's COIN row (the protocol's validation choice, as above), for the time budget.
+COIN_CITESEER = {"tau": 0.3, "n_steps": 5}
 
 
 def _coin_form(keep_dropout: bool) -> Callable[[Point, dict[str, float]], Point]:
@@ -157,6 +161,20 @@ STAGE2: tuple[Factor, ...] = (
 )
 
 
+#: Stage 3 (``--stage3``): from stage 2's chosen point, the training objective. Consistency regularisation
+#: (`cdflow.training.consistency`, Feng et al. 2020): S = 2 training passes under independent dropout draws, their
+#: mean NLL on the training nodes plus λ times the squared distance of each pass's class probabilities to their
+#: sharpened mean (τ = 0.5) on every node; then the dropout that makes the passes differ, under the chosen λ.
+STAGE3_START = {"consistency": 0.0, "consistency_samples": 2, "consistency_temperature": 0.5}
+STAGE3: tuple[Factor, ...] = (
+    Factor("consistency weight λ (S = 2 passes, τ = 0.5)",
+           tuple((f"λ={w:g}", _set(consistency=w)) for w in (0.0, 1.0, 1.5, 2.0, 3.0))),
+    Factor("dropout under consistency (input / h(0) / head)", tuple(
+        (f"{a:g}/{b:g}/0", _set(input_dropout=a, hidden_dropout=b, head_dropout=0.0))
+        for a, b in ((0.8, 0.5), (0.8, 0.0), (0.5, 0.5)))),
+)
+
+
 @dataclass(frozen=True)
 class SearchSize:
     """Splits and epochs of one mode; factors: how many of FACTORS run (the smoke test runs two)."""
@@ -173,6 +191,13 @@ SIZES = {"smoke": SearchSize(1, 2, 2, max_epochs=2, factors=2, datasets=("cora",
 #: Stage 2 scores every point on 10 splits (the refinement re-reads the same runs).
 STAGE2_SIZES = {"smoke": SearchSize(1, 1, 1, max_epochs=2, factors=1, datasets=("cora",)),
                 "reduced": SearchSize(10, 10, 3, factors=len(STAGE2))}
+STAGE3_SIZES = {"smoke": SearchSize(1, 1, 1, max_epochs=2, factors=1, datasets=("cora",)),
+                "reduced": SearchSize(10, 10, 3, factors=len(STAGE3), datasets=("cora",))}
+#: Per stage: its factors, sizes, the settings it adds (their defaults, so that a point is named one way only),
+#: and its time budget in multiples of COIN's time per run (issue 14's floor: the continuous net's time per run
+#: ≤ 3× COIN's; stage 3's passes cost time, so only points within it compete).
+STAGES = {1: (FACTORS, SIZES, {}, None), 2: (STAGE2, STAGE2_SIZES, {"convection_init": "default"}, None),
+          3: (STAGE3, STAGE3_SIZES, STAGE3_START, 3.0)}
 
 
 def point_key(p: Point) -> str:
@@ -219,20 +244,41 @@ class Search:
                 "epochs_mean": statistics.fmean(r["epochs"] for r in rs)}
 
 
-def pick(scores: list[dict[str, Any]], tie: float = TIE) -> int:
-    """Index of the best mean validation accuracy; among those within `tie` of it, the fastest."""
-    best = max(s["val_mean"] for s in scores)
-    tied = [i for i, s in enumerate(scores) if s["val_mean"] >= best - tie]
+def pick(scores: list[dict[str, Any]], tie: float = TIE, budget_s: float | None = None) -> int:
+    """Index of the best mean validation accuracy; among those within `tie` of it, the fastest. With a budget,
+    only points whose mean time per run is within it compete (all of them if none is)."""
+    eligible = [s for s in scores if budget_s is None or s["wall_mean_s"] <= budget_s] or scores
+    best = max(s["val_mean"] for s in eligible)
+    tied = [i for i, s in enumerate(scores) if s in eligible and s["val_mean"] >= best - tie]
     return min(tied, key=lambda i: (scores[i]["wall_mean_s"], -scores[i]["val_mean"]))
 
 
+def coin_time_per_run(dataset: str, size: SearchSize, workers: int) -> dict[str, Any]:
+    """COIN's row (the protocol's `coin-explicit`, with this search's training) on the screening splits, one
+    initialisation each, run like the points: its mean wall time per run is the budget's unit."""
+    spec = next(m for m in model_specs(dataset, {"cora": COIN_CORA, "citeseer": COIN_CITESEER}[dataset])
+                if m.key == "coin-explicit")
+    training = Training(max_epochs=size.max_epochs)
+    units = [Unit(dataset, False, spec, s, (0,), training, phase="search") for s in range(size.screen_splits)]
+    walls = [records[0]["wall_s"] for records in _execute(units, workers)]
+    return {"model": spec.label, "splits": list(range(size.screen_splits)), "wall_s": walls,
+            "wall_mean_s": statistics.fmean(walls)}
+
+
 def search(dataset: str, size: SearchSize, workers: int, start: Point | None = None,
-           factors: tuple[Factor, ...] = FACTORS) -> dict[str, Any]:
+           factors: tuple[Factor, ...] = FACTORS, budget_x: float | None = None) -> dict[str, Any]:
     """The greedy screen from `start` (default BASE), then the refinement of its best points (see the module
-    docstring)."""
+    docstring). budget_x: only points within budget_x × COIN's time per run (`coin_time_per_run`) compete."""
     t = task(dataset, False)
     s = Search(dataset, size, workers, info={"lam_max": t.lam_max, "coin_time": COIN_TIME.get(dataset, 0.0)})
     screen = range(size.screen_splits)
+    budget: dict[str, Any] | None = None
+    if budget_x is not None:
+        budget = {"times_coin": budget_x, "coin": coin_time_per_run(dataset, size, workers)}
+        budget["budget_s"] = budget_x * budget["coin"]["wall_mean_s"]
+        print(f"[search] {dataset}: budget {budget['budget_s']:.1f} s per run ({budget_x:g}× COIN's "
+              f"{budget['coin']['wall_mean_s']:.2f} s)", flush=True)
+    budget_s = None if budget is None else budget["budget_s"]
     current = dict(BASE if start is None else start)
     steps = []
     for factor in factors[:size.factors]:
@@ -245,7 +291,7 @@ def search(dataset: str, size: SearchSize, workers: int, start: Point | None = N
             else:
                 tried.append((label, p))
         scores = s.evaluate([p for _, p in tried], screen)
-        best = pick(scores)
+        best = pick(scores, budget_s=budget_s)
         current = tried[best][1]
         values = [{"value": label, **sc} for (label, _), sc in zip(tried, scores)]
         steps.append({"factor": factor.name, "values": values, "refused": refused, "chosen": tried[best][0]})
@@ -254,10 +300,10 @@ def search(dataset: str, size: SearchSize, workers: int, start: Point | None = N
     top = sorted(screened.values(), key=lambda sc: (-sc["val_mean"], sc["wall_mean_s"]))[:size.refine]
     refine = range(size.refine_splits)
     refined = s.evaluate([sc["point"] for sc in top], refine)
-    chosen = refined[pick(refined)]
+    chosen = refined[pick(refined, budget_s=budget_s)]
     return {"dataset": dataset, "lam_max": t.lam_max, "start": dict(BASE if start is None else start),
             "screen_splits": list(screen), "steps": steps,
-            "refine_splits": list(refine), "refined": refined, "chosen": chosen,
+            "refine_splits": list(refine), "refined": refined, "chosen": chosen, "budget": budget,
             "runs": [{"point": json.loads(k), **r} for (k, _), r in s.runs.items()]}
 
 
@@ -280,9 +326,13 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
     p = runner_parser(__doc__, "tiny search for CI (seconds)", "not defined: the reduced search is the search")
     p.add_argument("--datasets", nargs="+", choices=("cora", "citeseer"), help="default: both (smoke: cora)")
     p.add_argument("--workers", type=int, default=1, help="processes (one run per task; default 1)")
-    p.add_argument("--stage2", type=Path, default=None, metavar="RECORD",
-                   help="stage 2: start each dataset from the chosen point of this stage-1 record and try the "
-                        "STAGE2 factors (writes cdnet_search_stage2[_smoke].json)")
+    stage = p.add_mutually_exclusive_group()
+    stage.add_argument("--stage2", type=Path, default=None, metavar="RECORD",
+                       help="stage 2: start each dataset from the chosen point of this stage-1 record and try the "
+                            "STAGE2 factors (writes cdnet_search_stage2[_smoke].json)")
+    stage.add_argument("--stage3", type=Path, default=None, metavar="RECORD",
+                       help="stage 3: start from the chosen point of this stage-2 record and try the STAGE3 "
+                            "factors, consistency regularisation (writes cdnet_search_stage3[_smoke].json)")
     p.add_argument("--merge", action="store_true",
                    help="keep the other datasets of an existing record (datasets run now replace theirs)")
     return p.parse_args(argv)
@@ -303,32 +353,37 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     mode = mode_of(args)
     if mode == "full":
         raise SystemExit("search_cdnet has no --full mode: the reduced search is the search")
-    size = (STAGE2_SIZES if args.stage2 else SIZES)[mode]
-    factors = STAGE2 if args.stage2 else FACTORS
+    stage, record = (3, args.stage3) if args.stage3 else ((2, args.stage2) if args.stage2 else (1, None))
+    factors, sizes, added, budget_x = STAGES[stage]
+    size = sizes[mode]
     datasets = tuple(args.datasets) if args.datasets else size.datasets
     starts: dict[str, Point] = {}
-    if args.stage2:
-        if not args.stage2.is_file():
-            raise SystemExit(f"--stage2: no stage-1 record at {args.stage2}")
-        stage1 = json.loads(args.stage2.read_text())
-        missing = [ds for ds in datasets if ds not in stage1.get("datasets", {})]
+    if record is not None:
+        flag = f"--stage{stage}"
+        if not record.is_file():
+            raise SystemExit(f"{flag}: no stage-{stage - 1} record at {record}")
+        previous = json.loads(record.read_text())
+        if previous.get("stage", 1) != stage - 1:
+            raise SystemExit(f"{flag}: {record} is a stage-{previous.get('stage', 1)} record; it takes a "
+                             f"stage-{stage - 1} record")
+        missing = [ds for ds in datasets if ds not in previous.get("datasets", {})]
         if missing:
-            raise SystemExit(f"--stage2: {args.stage2} has no search of {', '.join(missing)}")
-        # settings stage 1 did not have take their defaults, so that a point is named one way only
-        starts = {ds: {"convection_init": "default", **stage1["datasets"][ds]["chosen"]["point"]} for ds in datasets}
+            raise SystemExit(f"{flag}: {record} has no search of {', '.join(missing)}")
+        # settings the earlier stage did not have take their defaults, so that a point is named one way only
+        starts = {ds: {**added, **previous["datasets"][ds]["chosen"]["point"]} for ds in datasets}
     start_info, start = machine_info(), time.perf_counter()
     results = {}
     for ds in datasets:
         t0 = time.perf_counter()
-        results[ds] = search(ds, size, args.workers, starts.get(ds), factors)
+        results[ds] = search(ds, size, args.workers, starts.get(ds), factors, budget_x)
         results[ds]["wall_s"] = time.perf_counter() - t0
     payload = {
         "mode": mode,
         "command": "python -m experiments.graph.search_cdnet" + "".join(
             f" {a}" for a in (sys.argv[1:] if argv is None else argv)),
         "machine": start_info, "loadavg_end": machine_info()["loadavg"], "wall_s": time.perf_counter() - start,
-        "workers": args.workers, "base": BASE, "tie": TIE, "stage": 2 if args.stage2 else 1,
-        "stage1_record": str(args.stage2) if args.stage2 else None,
+        "workers": args.workers, "base": BASE, "tie": TIE, "stage": stage,
+        **({f"stage{stage - 1}_record": str(record)} if record is not None else {"stage1_record": None}),
         "factors": [{"name": f.name, "values": [v for v, _ in f.values]} for f in factors[:size.factors]],
         "size": {"screen_splits": size.screen_splits, "refine_splits": size.refine_splits, "refine": size.refine,
                  "max_epochs": size.max_epochs, "inits": 1, "init_seed": "1000·split"},
@@ -336,7 +391,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "datasets": results,
     }
     args.out.mkdir(parents=True, exist_ok=True)
-    path = args.out / artefact("cdnet_search_stage2" if args.stage2 else "cdnet_search", mode, "json")
+    path = args.out / artefact("cdnet_search" if stage == 1 else f"cdnet_search_stage{stage}", mode, "json")
     if args.merge and path.exists():
         payload = merge(json.loads(path.read_text()), payload)
     path.write_text(json.dumps(payload, indent=1, default=str))

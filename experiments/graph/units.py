@@ -122,6 +122,7 @@ def run_unit(unit: Unit) -> list[dict[str, Any]]:
             "init_seed_rule": unit.seed_rule,
             "reference_init": reference_init,  # weights drawn as the Diff-ResNet reference's nn.Linear layers
             "stopping": training.stopping(),
+            **({"consistency": vars(training.consistency_spec())} if training.consistency > 0 else {}),
             "members_in_batch": len(seeds),
             "batch_wall_s": fit.wall_s,
             "wall_s": fit.wall_s / len(seeds),

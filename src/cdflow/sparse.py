@@ -134,6 +134,21 @@ class SparseMatrix:
         return SparseMatrix(self.n_rows, self.n_cols, self.offsets, self.cols, vals, self.t_offsets,
                             self.t_cols, self.perm)
 
+    def select(self, keep: Tensor, vals: Tensor | None = None) -> SparseMatrix:
+        """The stored entries where `keep` [nnz] (storage order) is True, with values `vals` [nnz] (default A's)
+        there: dropped entries leave the pattern, so products skip them (a dropout's zeros cost nothing). O(nnz),
+        no sorting: both storage orders are filtered."""
+        if keep.shape != (self.nnz,):
+            raise DataError(f"expected a keep mask of {self.nnz} entries, got {tuple(keep.shape)}")
+        keep = keep.to(torch.bool)
+        v = self.vals if vals is None else vals
+        new_index = torch.cumsum(keep, 0) - 1
+        t_keep = keep[self.perm]
+        counts = torch.bincount(self.row_ids()[keep], minlength=self.n_rows)
+        t_counts = torch.bincount(self.cols[keep], minlength=self.n_cols)
+        return SparseMatrix(self.n_rows, self.n_cols, torch.cumsum(counts, 0) - counts, self.cols[keep], v[keep],
+                            torch.cumsum(t_counts, 0) - t_counts, self.t_cols[t_keep], new_index[self.perm[t_keep]])
+
     def to(self, *args, **kwargs) -> SparseMatrix:
         """Move (and/or cast the values), as `Tensor.to`; indices keep int64. Lightning moves batches by it."""
         vals = self.vals.to(*args, **kwargs)

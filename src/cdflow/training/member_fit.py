@@ -17,20 +17,24 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
+from cdflow.errors import ConfigError
 from cdflow.models.layers import member_accuracy, member_nll
+from cdflow.training.consistency import ConsistencySpec, consistency_loss
 from cdflow.training.member_stopping import MemberStopping, StoppingRule, member_views, stacked_members
 from cdflow.training.optim import build_optimizer
 
 
 @dataclass(frozen=True)
 class MemberTraining:
-    """Adam with L2 weight decay (the paper's: lr 0.01, 5e-4), at most max_epochs, the stopping rule."""
+    """Adam with L2 weight decay (the paper's: lr 0.01, 5e-4), at most max_epochs, the stopping rule; for node
+    classification (`fit_node_members`) optionally consistency regularisation over S dropout draws."""
 
     lr: float = 0.01
     weight_decay: float = 5e-4
     max_epochs: int = 10_000
     rule: StoppingRule = StoppingRule()
     optimizer: str = "adam"
+    consistency: ConsistencySpec = ConsistencySpec()
 
 
 @dataclass
@@ -116,13 +120,31 @@ def fit_node_members(
 ) -> tuple[MemberFit, Callable[[], Tensor]]:
     """`fit_members` for transductive node classification: NLL of the log-probabilities on the nodes `train`,
     validation loss and accuracy on the nodes `val` for the rule. Returns the fit and the forward pass (outputs
-    [N, K, C], the member axis restored for one-member models) for scoring the restored weights."""
+    [N, K, C], the member axis restored for one-member models) for scoring the restored weights.
+
+    With `training.consistency` on, each training step takes S passes (independent dropout draws): the loss is
+    their mean NLL on `train` plus λ times `consistency_loss` over all nodes (`cdflow.training.consistency`)."""
+    cons = training.consistency
+    if cons.enabled and deterministic:
+        raise ConfigError("consistency regularisation compares passes under independent dropout draws; this "
+                          "model is deterministic (no dropout), so its passes would be identical")
 
     def forward() -> Tensor:
         out = model(x, graph)
         return out[:, None] if out.ndim == 2 else out  # COIN / DiffResNet drop the member axis when K = 1
 
-    fit = fit_members(model, forward, lambda out: member_nll(out, y, train),
+    def train_forward() -> Tensor:
+        if not (cons.enabled and model.training):
+            return forward()
+        return torch.stack([forward() for _ in range(cons.samples)])  # [S, N, K, C]
+
+    def train_loss(out: Tensor) -> Tensor:
+        if out.ndim == 3:
+            return member_nll(out, y, train)
+        nll = torch.stack([member_nll(o, y, train) for o in out]).mean(0)
+        return nll + cons.weight * consistency_loss(list(out), cons.temperature)
+
+    fit = fit_members(model, train_forward, train_loss,
                       lambda out: (member_nll(out, y, val), member_accuracy(out, y, val)),
                       training, deterministic, members)
     return fit, forward

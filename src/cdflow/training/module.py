@@ -34,6 +34,7 @@ from cdflow.regularization import RegularizationSpec, clear_regularization, coll
 from cdflow.solve import ContinuousDepth
 from cdflow.solvers import SolverSpec, ode_method, ode_methods
 from cdflow.sparse import SparseMatrix
+from cdflow.training.consistency import ConsistencySpec, consistency_loss
 from cdflow.training.distributed import fold_rank
 from cdflow.training.fault import (
     FailureGuard,
@@ -69,6 +70,16 @@ def _stochastic_parts(net: nn.Module) -> list[str]:
             value = getattr(module, attr, None)
             if isinstance(value, float) and value > 0:
                 found.append(f"{name or type(module).__name__}.{attr} = {value}")
+    return found
+
+
+def _noise_parts(net: nn.Module, diffusion: DiffusionSpec) -> list[str]:
+    """Names of the SDE noise in a network (the default network's ``diffusion.kind noise``, or a block's)."""
+    found = ["diffusion.kind noise"] if diffusion.kind == "noise" else []
+    for name, module in net.named_modules():
+        if getattr(getattr(module, "diffusion", None), "kind", None) == "noise" or type(module).__name__ in (
+                "StochasticDepth", "NoiseDiffusion"):
+            found.append(name or type(module).__name__)
     return found
 
 
@@ -198,6 +209,12 @@ class ContinuousDepthClassifier(L.LightningModule):
             training loss, integrated as augmented states of every `ContinuousDepth` block during training only
             (validation, test and prediction solve for the state alone). Refused for networks without such a
             block (``network cdnet``, diffusion kinds other than ``none``, COIN, Diff-ResNet).
+        consistency: consistency regularisation over dropout draws (Feng et al. 2020;
+            `cdflow.training.consistency`): with ``--model.consistency.weight λ`` > 0 each training step takes
+            ``samples`` passes; the loss is their mean loss on the training examples plus λ times the squared distance
+            of every pass's probabilities to their sharpened mean (``temperature``) over every example of the batch
+            (all nodes of a graph, labelled or not); logged as ``train/consistency``. Refused for a network without
+            dropout or noise.
         seed: seed of the SDE's Brownian paths; under DDP each rank r > 0 draws from its own stream derived
             from (seed, r) (see :func:`cdflow.training.distributed.fold_rank`), set in :meth:`setup`.
         on_failure: ``stop`` (raise `TrainingDiverged` naming epoch, batch and solver statistics) or ``skip``
@@ -241,6 +258,7 @@ class ContinuousDepthClassifier(L.LightningModule):
         diffusion: DiffusionSpec = DiffusionSpec(),  # noqa: B008 — config value, copied below
         graph: GraphSpec = GraphSpec(),  # noqa: B008 — config value, copied below
         regularization: RegularizationSpec = RegularizationSpec(),  # noqa: B008 — config value, copied below
+        consistency: ConsistencySpec = ConsistencySpec(),  # noqa: B008 — config value, copied below
         seed: int = 0,
         on_failure: FailureMode = "stop",
         max_consecutive_skips: int = 20,
@@ -255,11 +273,14 @@ class ContinuousDepthClassifier(L.LightningModule):
         graph_spec = GraphSpec(**graph) if isinstance(graph, dict) else dataclasses.replace(graph)
         reg_spec = (RegularizationSpec(**regularization) if isinstance(regularization, dict)
                     else dataclasses.replace(regularization))
+        cons_spec = (ConsistencySpec(**consistency) if isinstance(consistency, dict)
+                     else dataclasses.replace(consistency))
         # Plain values in the hyper-parameters, so that checkpoints load with torch.load(weights_only=True).
         solver = dataclasses.asdict(spec)  # noqa: F841 — read by save_hyperparameters from this frame
         diffusion = dataclasses.asdict(diff_spec)  # noqa: F841 — read by save_hyperparameters
         graph = dataclasses.asdict(graph_spec)  # noqa: F841 — read by save_hyperparameters
         regularization = dataclasses.asdict(reg_spec)  # noqa: F841 — read by save_hyperparameters
+        consistency = dataclasses.asdict(cons_spec)  # noqa: F841 — read by save_hyperparameters
         with warnings.catch_warnings():
             warnings.filterwarnings("ignore", message=".*is an instance of `nn.Module`.*")
             self.save_hyperparameters()
@@ -320,6 +341,13 @@ class ContinuousDepthClassifier(L.LightningModule):
                     "validate_on_train_forward scores validation on the training forward pass, which is exact only "
                     f"for a deterministic network; this one has {', '.join(noisy)}: set it to 0 or drop the flag"
                 )
+        self.consistency = cons_spec
+        if cons_spec.enabled and not (_stochastic_parts(self.net) or _noise_parts(self.net, self.diffusion)):
+            raise ConfigError(
+                f"--model.consistency.weight {cons_spec.weight:g} compares {cons_spec.samples} training passes under "
+                "independent dropout or noise draws, and this network has neither (its passes would be identical): "
+                "give it dropout (e.g. --model.dropout 0.5) or set --model.consistency.weight 0"
+            )
         self.train_acc = MulticlassAccuracy(num_classes=self.num_classes, average="micro")
         self.val_acc = MulticlassAccuracy(num_classes=self.num_classes, average="micro")
         self.test_acc = MulticlassAccuracy(num_classes=self.num_classes, average="micro")
@@ -473,9 +501,12 @@ class ContinuousDepthClassifier(L.LightningModule):
         try:
             if self.validate_on_train_forward:
                 logits, y = self._train_and_val(batch)
+                losses = self._member_losses(logits, y, self.label_smoothing)
+            elif self.consistency.enabled:
+                logits, y, losses = self._consistency_losses(batch)
             else:
                 logits, y = self._logits_targets(batch, "train")
-            losses = self._member_losses(logits, y, self.label_smoothing)
+                losses = self._member_losses(logits, y, self.label_smoothing)
             if running is not None:
                 losses = torch.where(running.to(losses.device), losses, torch.zeros_like(losses))
             loss = losses.sum()
@@ -535,6 +566,24 @@ class ContinuousDepthClassifier(L.LightningModule):
         vmask, y = batch["val_mask"], batch["y"]
         self._score("val", logits.detach()[vmask], y[vmask])
         return logits[batch["train_mask"]], y[batch["train_mask"]]
+
+    def _consistency_losses(self, batch: Any) -> tuple[Tensor, Tensor, Tensor]:
+        """S training passes (independent dropout / noise draws): per-member losses = the mean over the passes of
+        the loss on the training examples + λ · `consistency_loss` over every example of the batch (all nodes of a
+        graph). Returns the first pass's training logits, their labels and the losses [K]."""
+        spec = self.consistency
+        if isinstance(batch, dict):
+            x, graph = self._check_shape(batch["x"]), self._batch_graph(batch)
+            outs = [self(x, graph) for _ in range(spec.samples)]
+            mask = batch[_MASKS["train"]]
+            logits, y = [o[mask] for o in outs], batch["y"][mask]
+        else:
+            x, y = self._check_shape(batch[0]), batch[1]
+            outs = logits = [self(x) for _ in range(spec.samples)]
+        losses = torch.stack([self._member_losses(lg, y, self.label_smoothing) for lg in logits]).mean(0)
+        term = consistency_loss(outs, spec.temperature).reshape(losses.shape)
+        self.log("train/consistency", term.detach().mean(), on_step=True, on_epoch=False, batch_size=1)
+        return logits[0], y, losses + spec.weight * term
 
     def _member_losses(self, logits: Tensor, y: Tensor, smoothing: float = 0.0) -> Tensor:
         """Per-member mean loss [K] (K = 1 for [N, C] logits): NLL for networks that return log-probabilities
