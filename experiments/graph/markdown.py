@@ -327,6 +327,7 @@ def markdown(payload: dict[str, Any]) -> str:
         ]
     out += search_section(payload.get("cdnet_search"))
     out += search_section(payload.get("cdnet_search_stage2"))
+    out += search_section(payload.get("cdnet_search_stage3"))
     out += ["## Single-run timing", "", *_timing_lines(payload.get("timing")), ""]
     est = payload.get("full_protocol_estimate")
     if full_run:

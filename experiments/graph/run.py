@@ -181,9 +181,9 @@ def _attach_full_run(payload: dict[str, Any], out: Path, json_name: str) -> None
 
 
 def _attach_search(payload: dict[str, Any], out: Path, mode: str) -> None:
-    """The continuous net's validation search (`cdnet_search[_stage2][_smoke].json` in `out`), for the report
-    only."""
-    for stem in ("cdnet_search", "cdnet_search_stage2"):
+    """The continuous net's validation search (`cdnet_search[_stage2|_stage3][_smoke].json` in `out`), for the
+    report only."""
+    for stem in ("cdnet_search", "cdnet_search_stage2", "cdnet_search_stage3"):
         path = out / artefact(stem, "smoke" if mode == "smoke" else "reduced", "json")
         if path.exists():
             payload[stem] = json.loads(path.read_text())

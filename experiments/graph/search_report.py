@@ -20,10 +20,14 @@ def describe(p: dict[str, Any]) -> str:
         p["propagate"], "head after the solve")
     encoder = "F-wide residual encoder h = x + act(Wx + b), " if p.get("encoder", "mlp") == "residual" else ""
     init = " (output layer zero-initialised)" if p.get("convection_init", "default") == "zero" else ""
+    cons = ""
+    if p.get("consistency", 0.0) > 0:
+        cons = (f"; consistency regularisation λ = {p['consistency']:g} over S = {p['consistency_samples']} "
+                f"dropout passes (τ = {p['consistency_temperature']:g})")
     return (f"{head}; T = {p['t1']:g}, γ = {p['gamma']:g} (γT = {p['gamma'] * p['t1']:g}); {encoder}convection "
             f"width {p['hidden']}{init}; dropout {p['input_dropout']:g} / {p['hidden_dropout']:g} / "
             f"{p['head_dropout']:g} (input / h(0) / head); encoder activation {p['encoder_activation']}; {integ} "
-            f"({conv})")
+            f"({conv}){cons}")
 
 
 def short(p: dict[str, Any]) -> str:
@@ -32,7 +36,13 @@ def short(p: dict[str, Any]) -> str:
     head = {"logits": "head first, ", "probabilities": "probabilities, "}.get(p["propagate"], "")
     head += "residual encoder, " if p.get("encoder", "mlp") == "residual" else ""
     head += "v₀ = 0, " if p.get("convection_init", "default") == "zero" else ""
+    head += f"consistency λ={p['consistency']:g}, " if p.get("consistency", 0.0) > 0 else ""
     return f"{head}{integ[p['integrator']]}, T={p['t1']:g}, γT={p['gamma'] * p['t1']:g}, n={p['n_steps']}"
+
+
+def _scored(res: dict[str, Any]) -> list[dict[str, Any]]:
+    """Every scored point of a dataset's search (screen and refinement)."""
+    return [v for step in res["steps"] for v in step["values"]] + list(res["refined"])
 
 
 def _pct(v: float) -> str:
@@ -41,15 +51,15 @@ def _pct(v: float) -> str:
 
 def search_section(search: dict[str, Any] | None) -> list[str]:
     """Markdown: per dataset, every factor's values with their mean validation accuracy and time per run, the
-    refinement of the best points, and the chosen point (empty without a record). A stage-2 record (``stage``
-    2) starts from stage 1's chosen point."""
+    refinement of the best points, and the chosen point (empty without a record). A stage-n record (``stage``
+    n > 1) starts from stage n−1's chosen point; a record with a time budget says which points it left out."""
     if not search:
         return []
     size = search["size"]
-    stage2 = search.get("stage", 1) == 2
-    title = "## Continuous net: validation-only search" + (", stage 2" if stage2 else "")
-    name = "cdnet_search_stage2.json" if stage2 else "cdnet_search.json"
-    start = "stage 1's chosen point (above)" if stage2 else "a base point"
+    stage = search.get("stage", 1)
+    title = "## Continuous net: validation-only search" + (f", stage {stage}" if stage > 1 else "")
+    name = f"cdnet_search_stage{stage}.json" if stage > 1 else "cdnet_search.json"
+    start = f"stage {stage - 1}'s chosen point (above)" if stage > 1 else "a base point"
     out = [
         title,
         "",
@@ -65,8 +75,15 @@ def search_section(search: dict[str, Any] | None) -> list[str]:
         "",
     ]
     for ds, res in search["datasets"].items():
-        out += [f"### {ds.capitalize()}", "", "| factor | value | val acc % (mean) | per split | s per run | |",
-                "|---|---|---|---|---|---|"]
+        out += [f"### {ds.capitalize()}", ""]
+        budget = res.get("budget")
+        if budget:
+            over = sorted({describe(r["point"]) for r in _scored(res) if r["wall_mean_s"] > budget["budget_s"]})
+            out += [f"Time budget: {budget['times_coin']:g}× COIN's time per run, measured in this search on the "
+                    f"same splits ({budget['coin']['model']}: {budget['coin']['wall_mean_s']:.2f} s per run), "
+                    f"so {budget['budget_s']:.1f} s per run; only points within it compete "
+                    f"({len(over)} point(s) over it).", ""]
+        out += ["| factor | value | val acc % (mean) | per split | s per run | |", "|---|---|---|---|---|---|"]
         for step in res["steps"]:
             for v in step["values"]:
                 mark = "**chosen**" if v["value"] == step["chosen"] else ""

@@ -96,19 +96,48 @@ def test_search_smoke_records_validation_only(tmp_path):
     assert "validation-only search, stage 2" in md2 and "from stage 1's chosen point" in md2
     with pytest.raises(SystemExit, match="no stage-1 record"):
         search.main(["--smoke", "--stage2", str(tmp_path / "missing.json"), "--out", str(out2)])
+    # stage 3 starts from stage 2's choice, under a time budget measured on COIN's row in the same search
+    out3 = tmp_path / "stage3"
+    with pytest.raises(SystemExit, match="stage-1 record; it takes a stage-2 record"):
+        search.main(["--smoke", "--stage3", str(tmp_path / "cdnet_search_smoke.json"), "--out", str(out3)])
+    search.main(["--smoke", "--stage3", str(out2 / "cdnet_search_stage2_smoke.json"), "--out", str(out3)])
+    stage3 = json.loads((out3 / "cdnet_search_stage3_smoke.json").read_text())
+    res3 = stage3["datasets"]["cora"]
+    assert stage3["stage"] == 3 and res3["start"] == {**search.STAGE3_START, **res2["chosen"]["point"]}
+    budget = res3["budget"]
+    assert budget["budget_s"] == pytest.approx(3.0 * budget["coin"]["wall_mean_s"]) and budget["coin"]["wall_s"]
+    assert [v["point"]["consistency"] for v in res3["steps"][0]["values"]] == [0.0, 0.0, 1.0, 1.0, 1.5, 1.5, 2.0, 2.0]
+    assert "test_acc" not in json.dumps(stage3)
+    md3 = "\n".join(experiments_module("graph.search_report").search_section(stage3))
+    assert "validation-only search, stage 3" in md3 and "Time budget: 3× COIN's time per run" in md3
+
+
+def test_pick_keeps_to_the_budget():
+    """Within the budget the best validation wins (ties: the fastest); over it a point cannot be chosen, unless
+    no point is within it."""
+    pick = experiments_module("graph.search_cdnet").pick
+    scores = [{"val_mean": 0.85, "wall_mean_s": 9.0}, {"val_mean": 0.84, "wall_mean_s": 5.0},
+              {"val_mean": 0.8399, "wall_mean_s": 4.0}]
+    assert pick(scores) == 0
+    assert pick(scores, budget_s=8.0) == 2  # 0.84 and 0.8399 tie (0.25 points); the faster is taken
+    assert pick(scores, tie=0.0, budget_s=8.0) == 1
+    assert pick(scores, budget_s=1.0) == 0  # none within: the budget cannot choose
 
 
 def test_configured_rows_are_the_recorded_choice():
     """`configs.CDNET` is the chosen point of the committed search record of the latest stage, for every dataset
-    it searched (stage 2 starts from stage 1's choice)."""
+    it searched (stage n starts from stage n−1's choice)."""
     results = ROOT / "experiments" / "results"
     stage1 = json.loads((results / "cdnet_search.json").read_text())
     chosen = {ds: res["chosen"]["point"] for ds, res in stage1["datasets"].items()}
-    if (results / "cdnet_search_stage2.json").exists():
-        stage2 = json.loads((results / "cdnet_search_stage2.json").read_text())
-        for ds, res in stage2["datasets"].items():
-            start = {k: v for k, v in res["start"].items() if k in chosen[ds]}  # stage 2 adds new settings' defaults
-            assert start == chosen[ds], ds  # it continued from the committed stage 1
+    for stage in (2, 3):
+        path = results / f"cdnet_search_stage{stage}.json"
+        if not path.exists():
+            continue
+        record = json.loads(path.read_text())
+        for ds, res in record["datasets"].items():
+            start = {k: v for k, v in res["start"].items() if k in chosen[ds]}  # a stage adds new settings' defaults
+            assert start == chosen[ds], (stage, ds)  # it continued from the committed earlier stage
             chosen[ds] = res["chosen"]["point"]
     configs = experiments_module("graph.configs")
     for ds, point in chosen.items():
