@@ -198,11 +198,13 @@ DIFFRESNET = {"cora": dict(tau=0.25, n_steps=20, dropout=0.25), "citeseer": dict
 COIN_CORA = dict(tau=0.35, n_steps=20)
 COIN_TUNE_GRID = {"tau": (0.1, 0.2, 0.3, 0.35), "n_steps": (5, 10, 20)}
 #: Continuous network: the points chosen on validation accuracy only by `experiments.graph.search_cdnet`, stage 2
-#: from stage 1's choice (grids, scores and choices in `experiments/results/cdnet_search.json` and
-#: `cdnet_search_stage2.json` and the graph report; a test holds them equal).
+#: from stage 1's choice, stage 3 (Cora: consistency regularisation, within 3× COIN's time) from stage 2's (grids,
+#: scores and choices in `experiments/results/cdnet_search.json`, `cdnet_search_stage2.json`,
+#: `cdnet_search_stage3.json` and the graph report; a test holds them equal).
 CDNET: dict[str, dict[str, Any]] = {
-    "cora": dict(convection="euler", convection_init="default", encoder="residual", encoder_activation="relu",
-             gamma=26.666666666666668, head_dropout=0.0, hidden=64, hidden_dropout=0.5,
+    "cora": dict(consistency=2.0, consistency_samples=2, consistency_temperature=0.5,
+             convection="euler", convection_init="default", encoder="residual", encoder_activation="relu",
+             gamma=26.666666666666668, head_dropout=0.0, hidden=64, hidden_dropout=0.0,
              input_dropout=0.8, integrator="split", method="chebyshev", n_steps=2,
              propagate="logits", t1=0.3),
     "citeseer": dict(convection="euler", convection_init="default", encoder="residual", encoder_activation="identity",
