@@ -25,10 +25,17 @@ def _quiet(monkeypatch):
 def _protocol_net(dataset: str):
     if str(ROOT) not in sys.path:
         sys.path.insert(0, str(ROOT))
-    from experiments.graph.configs import CDNET, continuous_net
+    from experiments.graph.configs import CDNET, CONSISTENCY_KEYS, continuous_net
 
     f, c = SHAPES[dataset]
-    return continuous_net(f, c, 0, **CDNET[dataset])
+    return continuous_net(f, c, 0, **{k: v for k, v in CDNET[dataset].items() if k not in CONSISTENCY_KEYS})
+
+
+def _protocol_consistency(dataset: str):
+    """The row's training objective: its consistency regularisation (off unless its point sets it)."""
+    from experiments.graph.configs import CDNET, ModelSpec, Training
+
+    return ModelSpec("cdnet", "cdnet", "cdnet", dict(CDNET[dataset])).training(Training()).consistency_spec()
 
 
 def _settings(net) -> dict:
@@ -47,5 +54,6 @@ def test_cdnet_config_is_the_protocol_row_and_trains(tmp_path, dataset, require_
                    str(tmp_path), "--trainer.max_epochs", "2", "--trainer.enable_progress_bar", "false"])
     net = cli.model.net
     assert _settings(net) == _settings(_protocol_net(dataset))
+    assert cli.model.consistency == _protocol_consistency(dataset)
     assert cli.trainer.current_epoch == 2
     assert 0.0 <= cli.trainer.callback_metrics["test/acc"].item() <= 1.0
