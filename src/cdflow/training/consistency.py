@@ -40,12 +40,15 @@ class ConsistencySpec:
     def __post_init__(self) -> None:
         if isinstance(self.weight, bool) or not isinstance(self.weight, (int, float)) or not (
                 math.isfinite(self.weight) and self.weight >= 0):
-            raise ConfigError(f"consistency weight must be a finite number ≥ 0 (0 turns it off), got {self.weight!r}")
+            raise ConfigError(f"--model.consistency.weight must be a finite number ≥ 0 (0 turns it off), got "
+                              f"{self.weight!r}")
         if isinstance(self.samples, bool) or not isinstance(self.samples, int) or self.samples < 2:
-            raise ConfigError(f"consistency samples must be an int ≥ 2 (the passes compared), got {self.samples!r}")
+            raise ConfigError(f"--model.consistency.samples must be an int ≥ 2 (the passes compared), got "
+                              f"{self.samples!r}")
         if isinstance(self.temperature, bool) or not isinstance(self.temperature, (int, float)) or not (
                 0.0 < self.temperature <= 1.0):
-            raise ConfigError(f"consistency temperature must be in (0, 1], got {self.temperature!r}")
+            raise ConfigError(f"--model.consistency.temperature must be in (0, 1] (1: no sharpening), got "
+                              f"{self.temperature!r}")
 
     @property
     def enabled(self) -> bool:
