@@ -153,6 +153,10 @@ def test_an_offline_run_can_be_synced_later(tmp_path, monkeypatch):
     run_cli(_moons(root))
     (run_dir,) = (root / "wandb").glob("offline-run-*")
     (log,) = run_dir.glob("run-*.wandb")  # the transaction log that `wandb sync` uploads
+    # wandb's service process writes the log; on a loaded machine it can land a moment after finish() returns
+    deadline = time.monotonic() + 30
+    while log.stat().st_size <= 1000 and time.monotonic() < deadline:
+        time.sleep(0.2)
     assert log.read_bytes()[:4] == b":W&B" and log.stat().st_size > 1000
     env = {**os.environ, "WANDB_SILENT": "false"}
     done = subprocess.run([sys.executable, "-m", "wandb", "sync", "--dry-run", str(run_dir)], env=env,

@@ -72,6 +72,8 @@ def test_gradient_holds_the_target_fixed():
 def test_spec_refuses_bad_values(kwargs, match):
     with pytest.raises(ConfigError, match=match):
         ConsistencySpec(**kwargs)
+    with pytest.raises(ConfigError, match="act only with the term on"):  # settings that would do nothing
+        ConsistencySpec(weight=0.0, samples=3)
     with pytest.raises(ConfigError, match="at least 2"):
         consistency_loss(_passes(s=1), 0.5)
 
@@ -91,7 +93,7 @@ def _net(dropout: float) -> ConvectionDiffusionNet:
                                   diffusion=DiffusionSpec(kind="graph", integrator="split", gamma=1.0, n_steps=2))
 
 
-def test_fit_takes_s_passes_per_step_and_weight_zero_is_the_plain_fit():
+def test_fit_takes_s_passes_per_step():
     x, ei, y = _graph_problem()
     train, val = torch.arange(0, 15), torch.arange(15, 30)
     calls = []
@@ -108,9 +110,6 @@ def test_fit_takes_s_passes_per_step_and_weight_zero_is_the_plain_fit():
     plain = fit(ConsistencySpec())
     assert calls.count(True) == 4  # one training pass per epoch
     calls.clear()
-    zero = fit(ConsistencySpec(weight=0.0, samples=3))
-    torch.testing.assert_close(zero, plain, rtol=0, atol=0)
-    calls.clear()
     on = fit(ConsistencySpec(weight=1.0, samples=3))
     assert calls.count(True) == 12 and calls.count(False) >= 4  # S = 3 training passes, one evaluation per epoch
     assert not torch.equal(on, plain)
@@ -124,8 +123,13 @@ def test_fit_refuses_a_deterministic_model():
 
 
 def test_module_step_adds_the_term_and_refuses_a_network_without_dropout():
-    with pytest.raises(ConfigError, match="neither"):
+    with pytest.raises(ConfigError, match=r"neither.*--model\.model\.init_args\.dropout"):
         ContinuousDepthClassifier(3, (12,), model=_net(0.0), consistency={"weight": 1.0})
+    with pytest.raises(ConfigError, match=r"neither.*--model\.dropout"):  # the default network: its own flag
+        ContinuousDepthClassifier(3, (12,), consistency={"weight": 1.0})
+    with pytest.raises(ConfigError, match="neither"):  # noise of scale 0 draws nothing
+        ContinuousDepthClassifier(3, (12,), diffusion={"kind": "noise", "sigma": 0.0}, consistency={"weight": 1.0},
+                                  solver={"method": "euler", "step_size": 0.25})
     x, ei, y = _graph_problem()
     mask = torch.zeros(60, dtype=torch.bool)
     mask[:15] = True
@@ -142,3 +146,24 @@ def test_module_step_adds_the_term_and_refuses_a_network_without_dropout():
     want = nll + weight * consistency_loss(outs, 0.5)
     torch.testing.assert_close(loss, want.reshape(loss.shape), rtol=1e-6, atol=1e-7)
     assert float(logged["train/consistency"]) > 0
+
+
+def test_module_counts_the_work_of_every_pass():
+    """train/laplacian_products, nfe_forward and nfe_backward of a consistency step are the S passes' sums."""
+    x, ei, y = _graph_problem()
+    mask = torch.zeros(60, dtype=torch.bool)
+    mask[:15] = True
+    batch = {"x": x, "y": y, "edge_index": ei, "train_mask": mask, "val_mask": ~mask, "test_mask": ~mask}
+    logged = {}
+
+    def step(samples: int | None):
+        cons = {"weight": 1.0, "samples": samples} if samples else {}
+        module = ContinuousDepthClassifier(3, (12,), model=_net(0.5), consistency=cons)
+        module.log = lambda name, value, **kw: logged.__setitem__(name, value)
+        module.training_step(batch, 0).backward()
+        module.on_after_backward()
+        return tuple(float(logged[f"train/{k}"]) for k in ("laplacian_products", "nfe_forward", "nfe_backward"))
+
+    one = step(None)
+    assert min(one) > 0
+    assert step(3) == tuple(3 * v for v in one)

@@ -49,6 +49,11 @@ class ConsistencySpec:
                 0.0 < self.temperature <= 1.0):
             raise ConfigError(f"--model.consistency.temperature must be in (0, 1] (1: no sharpening), got "
                               f"{self.temperature!r}")
+        if self.weight == 0 and (self.samples, self.temperature) != (2, 0.5):
+            raise ConfigError(
+                f"--model.consistency.samples {self.samples} / temperature {self.temperature:g} act only with the "
+                "term on: set --model.consistency.weight > 0, or leave samples and temperature at 2 and 0.5"
+            )
 
     @property
     def enabled(self) -> bool:

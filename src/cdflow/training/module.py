@@ -34,6 +34,7 @@ from cdflow.regularization import RegularizationSpec, clear_regularization, coll
 from cdflow.solve import ContinuousDepth
 from cdflow.solvers import SolverSpec, ode_method, ode_methods
 from cdflow.sparse import SparseMatrix
+from cdflow.stats import SolveStats
 from cdflow.training.consistency import ConsistencySpec, consistency_loss
 from cdflow.training.distributed import fold_rank
 from cdflow.training.fault import (
@@ -49,7 +50,13 @@ from cdflow.training.networks import ActivationName, EncoderKind, VelocityKind, 
 from cdflow.training.optim import OptimizerName, SchedulerName, build_optimizer, build_scheduler, replan_cosine
 from cdflow.training.resume import KEY as RNG_KEY
 from cdflow.training.resume import restore_rng_state, rng_state
-from cdflow.training.stats import diffusion_products, solve_stats
+from cdflow.training.stats import (
+    CallCounters,
+    calls_diffusion_products,
+    calls_solve_stats,
+    diffusion_products,
+    solve_stats,
+)
 
 _MASKS = {"train": "train_mask", "val": "val_mask", "test": "test_mask"}
 
@@ -74,11 +81,16 @@ def _stochastic_parts(net: nn.Module) -> list[str]:
 
 
 def _noise_parts(net: nn.Module, diffusion: DiffusionSpec) -> list[str]:
-    """Names of the SDE noise in a network (the default network's ``diffusion.kind noise``, or a block's)."""
-    found = ["diffusion.kind noise"] if diffusion.kind == "noise" else []
+    """Names of the SDE noise in a network with a scale σ > 0 (the default network's ``diffusion.kind noise``,
+    or a block's)."""
+    found = [f"diffusion.kind noise (sigma {diffusion.sigma:g})"] if (
+        diffusion.kind == "noise" and diffusion.sigma > 0) else []
     for name, module in net.named_modules():
-        if getattr(getattr(module, "diffusion", None), "kind", None) == "noise" or type(module).__name__ in (
-                "StochasticDepth", "NoiseDiffusion"):
+        spec = getattr(module, "diffusion", None)
+        if getattr(spec, "kind", None) == "noise" and getattr(spec, "sigma", 1.0) > 0:
+            found.append(name or type(module).__name__)
+        elif type(module).__name__ == "NoiseDiffusion" and (
+                getattr(module, "raw_sigma", None) is not None or bool((module.sigma != 0).any())):
             found.append(name or type(module).__name__)
     return found
 
@@ -331,6 +343,7 @@ class ContinuousDepthClassifier(L.LightningModule):
         self._sparse_input = bool(getattr(first, "sparse_input", False))
         self._check_sizes(first)
         self.member_running: Tensor | None = None  # set by MemberEarlyStopping: members still training
+        self._train_calls: list[CallCounters] | None = None  # the S passes of a consistency step
         self.member_scores: dict[str, tuple[Tensor, Tensor]] = {}
         self.restored_best = False
         self._graph_reported = False
@@ -343,10 +356,12 @@ class ContinuousDepthClassifier(L.LightningModule):
                 )
         self.consistency = cons_spec
         if cons_spec.enabled and not (_stochastic_parts(self.net) or _noise_parts(self.net, self.diffusion)):
+            how = ("the network's own dropout (e.g. --model.model.init_args.dropout 0.5)" if model is not None
+                   else "--model.dropout 0.5, or --model.diffusion.kind noise with sigma > 0")
             raise ConfigError(
                 f"--model.consistency.weight {cons_spec.weight:g} compares {cons_spec.samples} training passes under "
                 "independent dropout or noise draws, and this network has neither (its passes would be identical): "
-                "give it dropout (e.g. --model.dropout 0.5) or set --model.consistency.weight 0"
+                f"give it dropout ({how}) or set --model.consistency.weight 0"
             )
         self.train_acc = MulticlassAccuracy(num_classes=self.num_classes, average="micro")
         self.val_acc = MulticlassAccuracy(num_classes=self.num_classes, average="micro")
@@ -476,12 +491,19 @@ class ContinuousDepthClassifier(L.LightningModule):
             )
         return x
 
+    def _work(self, stage: str) -> tuple[SolveStats | None, tuple[int, int] | None]:
+        """Solver statistics and Laplacian products of this step: of all its training passes (consistency
+        regularisation takes S), else of the network's last call."""
+        calls = self._train_calls if stage == "train" else None
+        if calls:
+            return calls_solve_stats(calls), calls_diffusion_products(calls)
+        return solve_stats(self.net), diffusion_products(self.net)
+
     def _log_forward_stats(self, stage: str, on_step: bool) -> None:
         opts = {"on_step": on_step, "on_epoch": not on_step, "batch_size": 1, "sync_dist": not on_step}
-        products = diffusion_products(self.net)
+        stats, products = self._work(stage)
         if products is not None:
             self.log(f"{stage}/laplacian_products", float(products[0]), **opts)
-        stats = solve_stats(self.net)
         if stats is None:
             return
         self.log(f"{stage}/nfe_forward", float(stats.nfe_forward), prog_bar=stage == "train", **opts)
@@ -497,6 +519,7 @@ class ContinuousDepthClassifier(L.LightningModule):
         if hasattr(self.net, "active"):  # members that stopped early cost nothing
             self.net.active = None if running is None else running.nonzero().flatten().tolist()
         reg = None
+        self._train_calls = None
         clear_regularization(self.net)  # blocks that do not run in this step leave no stale penalty
         try:
             if self.validate_on_train_forward:
@@ -572,14 +595,17 @@ class ContinuousDepthClassifier(L.LightningModule):
         the loss on the training examples + λ · `consistency_loss` over every example of the batch (all nodes of a
         graph). Returns the first pass's training logits, their labels and the losses [K]."""
         spec = self.consistency
+        args = ((self._check_shape(batch["x"]), self._batch_graph(batch)) if isinstance(batch, dict)
+                else (self._check_shape(batch[0]),))
+        outs, self._train_calls = [], []
+        for _ in range(spec.samples):  # the step's work is every pass's: their counters are kept
+            outs.append(self(*args))
+            self._train_calls.append(CallCounters.of(self.net))
         if isinstance(batch, dict):
-            x, graph = self._check_shape(batch["x"]), self._batch_graph(batch)
-            outs = [self(x, graph) for _ in range(spec.samples)]
             mask = batch[_MASKS["train"]]
             logits, y = [o[mask] for o in outs], batch["y"][mask]
         else:
-            x, y = self._check_shape(batch[0]), batch[1]
-            outs = logits = [self(x) for _ in range(spec.samples)]
+            logits, y = outs, batch[1]
         losses = torch.stack([self._member_losses(lg, y, self.label_smoothing) for lg in logits]).mean(0)
         term = consistency_loss(outs, spec.temperature).reshape(losses.shape)
         self.log("train/consistency", term.detach().mean(), on_step=True, on_epoch=False, batch_size=1)
@@ -677,11 +703,10 @@ class ContinuousDepthClassifier(L.LightningModule):
 
     def on_after_backward(self) -> None:
         """Log the backward pass's vector–Jacobian products (known only once backward has run)."""
-        stats = solve_stats(self.net)
+        stats, products = self._work("train")
         if stats is not None:
             self.log("train/nfe_backward", float(stats.nfe_backward), prog_bar=True, on_step=True, on_epoch=False,
                      batch_size=1)
-        products = diffusion_products(self.net)
         if products is not None:
             self.log("train/laplacian_products_backward", float(products[1]), on_step=True, on_epoch=False,
                      batch_size=1)
