@@ -123,7 +123,7 @@ def test_fit_refuses_a_deterministic_model():
 
 
 def test_module_step_adds_the_term_and_refuses_a_network_without_dropout():
-    with pytest.raises(ConfigError, match=r"neither.*--model\.model\.init_args\.dropout"):
+    with pytest.raises(ConfigError, match=r"neither.*--model\.model\.init_args\.<name>: dropout"):
         ContinuousDepthClassifier(3, (12,), model=_net(0.0), consistency={"weight": 1.0})
     with pytest.raises(ConfigError, match=r"neither.*--model\.dropout"):  # the default network: its own flag
         ContinuousDepthClassifier(3, (12,), consistency={"weight": 1.0})

@@ -356,12 +356,13 @@ class ContinuousDepthClassifier(L.LightningModule):
                 )
         self.consistency = cons_spec
         if cons_spec.enabled and not (_stochastic_parts(self.net) or _noise_parts(self.net, self.diffusion)):
-            how = ("the network's own dropout (e.g. --model.model.init_args.dropout 0.5)" if model is not None
-                   else "--model.dropout 0.5, or --model.diffusion.kind noise with sigma > 0")
+            how = ("give the network dropout through its own settings (--model.model.init_args.<name>: dropout, "
+                   "or COIN's diffusion_dropout)" if model is not None
+                   else "give it dropout (--model.dropout 0.5) or noise (--model.diffusion.kind noise, sigma > 0)")
             raise ConfigError(
                 f"--model.consistency.weight {cons_spec.weight:g} compares {cons_spec.samples} training passes under "
                 "independent dropout or noise draws, and this network has neither (its passes would be identical): "
-                f"give it dropout ({how}) or set --model.consistency.weight 0"
+                f"{how}, or set --model.consistency.weight 0"
             )
         self.train_acc = MulticlassAccuracy(num_classes=self.num_classes, average="micro")
         self.val_acc = MulticlassAccuracy(num_classes=self.num_classes, average="micro")
