@@ -123,11 +123,11 @@ FACTORS: tuple[Factor, ...] = (
 )
 
 
-#: COIN's total diffusion time τ·n per dataset: Cora the authors' (0.35 × 20), Citeseer the protocol's validation
-#: choice for COIN (τ = 0.3, n = 5: `make reproduce-graph`'s COIN search, experiments/results/graph.json).
-COIN_TIME = {"cora": 7.0, "citeseer": 1.5}
-#: Citeseer's COIN row (the protocol's validation choice, as above), for the time budget.
-COIN_CITESEER = {"tau": 0.3, "n_steps": 5}
+#: COIN's row per dataset: Cora the authors' (τ = 0.35, n = 20), Citeseer the protocol's validation choice
+#: (τ = 0.3, n = 5: `make reproduce-graph`'s COIN search, experiments/results/graph.json). Its total diffusion
+#: time τ·n sets COIN's form (stage 2); its time per run, the stage-3 budget.
+COIN_ROWS: dict[str, dict[str, Any]] = {"cora": COIN_CORA, "citeseer": {"tau": 0.3, "n_steps": 5}}
+COIN_TIME = {ds: row["tau"] * row["n_steps"] for ds, row in COIN_ROWS.items()}
 
 
 def _coin_form(keep_dropout: bool) -> Callable[[Point, dict[str, float]], Point]:
@@ -247,16 +247,17 @@ class Search:
 def pick(scores: list[dict[str, Any]], tie: float = TIE, budget_s: float | None = None) -> int:
     """Index of the best mean validation accuracy; among those within `tie` of it, the fastest. With a budget,
     only points whose mean time per run is within it compete (all of them if none is)."""
-    eligible = [s for s in scores if budget_s is None or s["wall_mean_s"] <= budget_s] or scores
-    best = max(s["val_mean"] for s in eligible)
-    tied = [i for i, s in enumerate(scores) if s in eligible and s["val_mean"] >= best - tie]
+    eligible = [i for i, s in enumerate(scores) if budget_s is None or s["wall_mean_s"] <= budget_s]
+    eligible = eligible or list(range(len(scores)))
+    best = max(scores[i]["val_mean"] for i in eligible)
+    tied = [i for i in eligible if scores[i]["val_mean"] >= best - tie]
     return min(tied, key=lambda i: (scores[i]["wall_mean_s"], -scores[i]["val_mean"]))
 
 
 def coin_time_per_run(dataset: str, size: SearchSize, workers: int) -> dict[str, Any]:
     """COIN's row (the protocol's `coin-explicit`, with this search's training) on the screening splits, one
     initialisation each, run like the points: its mean wall time per run is the budget's unit."""
-    spec = next(m for m in model_specs(dataset, {"cora": COIN_CORA, "citeseer": COIN_CITESEER}[dataset])
+    spec = next(m for m in model_specs(dataset, COIN_ROWS[dataset])
                 if m.key == "coin-explicit")
     training = Training(max_epochs=size.max_epochs)
     units = [Unit(dataset, False, spec, s, (0,), training, phase="search") for s in range(size.screen_splits)]

@@ -167,3 +167,28 @@ def test_module_counts_the_work_of_every_pass():
     one = step(None)
     assert min(one) > 0
     assert step(3) == tuple(3 * v for v in one)
+
+
+def test_a_stochastic_depth_block_is_noise_unless_its_noise_is_silent():
+    """A `StochasticDepth` block draws a Brownian path per pass, whatever its noise module, unless that is a
+    `NoiseDiffusion` of fixed σ = 0."""
+    from torch import nn
+
+    from cdflow import Convection, MLPVelocity, NoiseDiffusion, SolverSpec, StochasticDepth
+
+    class OwnNoise(nn.Module):
+        noise_type, sde_type = "diagonal", "ito"
+
+        def forward(self, t, x):
+            return 0.1 * torch.ones_like(x)
+
+    def net(noise):
+        block = StochasticDepth(Convection(MLPVelocity(12, width=8)), noise, SolverSpec(method="euler",
+                                                                                         step_size=0.5))
+        return nn.Sequential(block, nn.Linear(12, 3))
+
+    for noise in (OwnNoise(), NoiseDiffusion("diagonal", sigma=0.2)):
+        ContinuousDepthClassifier(3, (12,), model=net(noise), consistency={"weight": 1.0})
+    with pytest.raises(ConfigError, match="neither"):
+        ContinuousDepthClassifier(3, (12,), model=net(NoiseDiffusion("diagonal", sigma=0.0)),
+                                  consistency={"weight": 1.0})

@@ -25,7 +25,7 @@ from torch import Tensor
 
 from cdflow.errors import ConfigError
 
-__all__ = ["ConsistencySpec", "consistency_loss", "sharpen"]
+__all__ = ["ConsistencySpec", "consistency_loss", "consistency_objective", "sharpen"]
 
 
 @dataclass(frozen=True)
@@ -59,11 +59,6 @@ class ConsistencySpec:
     def enabled(self) -> bool:
         return self.weight > 0
 
-    @property
-    def passes(self) -> int:
-        """Training forward passes per step: S when on, else 1."""
-        return self.samples if self.enabled else 1
-
 
 def sharpen(p: Tensor, temperature: float) -> Tensor:
     """p_c^{1/τ} / Σ_c' p_c'^{1/τ} over the last axis, computed from log p for stability."""
@@ -79,3 +74,12 @@ def consistency_loss(scores: Sequence[Tensor], temperature: float) -> Tensor:
     probs = torch.stack([torch.softmax(s, dim=-1) for s in scores])  # [S, N, *, C]
     target = sharpen(probs.mean(0), temperature).detach()
     return (probs - target).pow(2).sum(-1).mean(0).mean(0)
+
+
+def consistency_objective(losses: Sequence[Tensor], scores: Sequence[Tensor], spec: ConsistencySpec
+                          ) -> tuple[Tensor, Tensor]:
+    """The training objective of S passes: the mean of their supervised losses (each of shape [*], e.g. one per
+    member) plus λ times `consistency_loss` of their scores. Returns (objective, the term before λ), both [*]."""
+    mean = torch.stack(list(losses)).mean(0)
+    term = consistency_loss(scores, spec.temperature).reshape(mean.shape)
+    return mean + spec.weight * term, term

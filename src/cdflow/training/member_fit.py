@@ -19,7 +19,7 @@ from torch import Tensor, nn
 
 from cdflow.errors import ConfigError
 from cdflow.models.layers import member_accuracy, member_nll
-from cdflow.training.consistency import ConsistencySpec, consistency_loss
+from cdflow.training.consistency import ConsistencySpec, consistency_objective
 from cdflow.training.member_stopping import MemberStopping, StoppingRule, member_views, stacked_members
 from cdflow.training.optim import build_optimizer
 
@@ -141,8 +141,7 @@ def fit_node_members(
     def train_loss(out: Tensor) -> Tensor:
         if out.ndim == 3:
             return member_nll(out, y, train)
-        nll = torch.stack([member_nll(o, y, train) for o in out]).mean(0)
-        return nll + cons.weight * consistency_loss(list(out), cons.temperature)
+        return consistency_objective([member_nll(o, y, train) for o in out], list(out), cons)[0]
 
     fit = fit_members(model, train_forward, train_loss,
                       lambda out: (member_nll(out, y, val), member_accuracy(out, y, val)),

@@ -30,12 +30,14 @@ from cdflow.models.diffusion_spec import DiffusionSpec
 from cdflow.models.graph_source import GraphSpec
 from cdflow.models.layers import member_mean
 from cdflow.models.members import Members
+from cdflow.noise import NoiseDiffusion
 from cdflow.regularization import RegularizationSpec, clear_regularization, collect_regularization
+from cdflow.sde import StochasticDepth
 from cdflow.solve import ContinuousDepth
 from cdflow.solvers import SolverSpec, ode_method, ode_methods
 from cdflow.sparse import SparseMatrix
 from cdflow.stats import SolveStats
-from cdflow.training.consistency import ConsistencySpec, consistency_loss
+from cdflow.training.consistency import ConsistencySpec, consistency_objective
 from cdflow.training.distributed import fold_rank
 from cdflow.training.fault import (
     FailureGuard,
@@ -80,17 +82,18 @@ def _stochastic_parts(net: nn.Module) -> list[str]:
     return found
 
 
-def _noise_parts(net: nn.Module, diffusion: DiffusionSpec) -> list[str]:
-    """Names of the SDE noise in a network with a scale σ > 0 (the default network's ``diffusion.kind noise``,
-    or a block's)."""
-    found = [f"diffusion.kind noise (sigma {diffusion.sigma:g})"] if (
-        diffusion.kind == "noise" and diffusion.sigma > 0) else []
+def _noise_parts(net: nn.Module) -> list[str]:
+    """Names of the SDE noise in a network that draws something: a continuous net's ``diffusion.kind noise``
+    with σ > 0 (the default network is one), or a `StochasticDepth` block unless its noise is a `NoiseDiffusion`
+    of fixed σ = 0."""
+    found = []
     for name, module in net.named_modules():
         spec = getattr(module, "diffusion", None)
-        if getattr(spec, "kind", None) == "noise" and getattr(spec, "sigma", 1.0) > 0:
-            found.append(name or type(module).__name__)
-        elif type(module).__name__ == "NoiseDiffusion" and (
-                getattr(module, "raw_sigma", None) is not None or bool((module.sigma != 0).any())):
+        noise = module.noise if isinstance(module, StochasticDepth) else None
+        silent = (isinstance(noise, NoiseDiffusion) and getattr(noise, "raw_sigma", None) is None
+                  and not bool((noise.sigma != 0).any()))
+        if (isinstance(spec, DiffusionSpec) and spec.kind == "noise" and spec.sigma > 0) or (
+                noise is not None and not silent):
             found.append(name or type(module).__name__)
     return found
 
@@ -355,7 +358,7 @@ class ContinuousDepthClassifier(L.LightningModule):
                     f"for a deterministic network; this one has {', '.join(noisy)}: set it to 0 or drop the flag"
                 )
         self.consistency = cons_spec
-        if cons_spec.enabled and not (_stochastic_parts(self.net) or _noise_parts(self.net, self.diffusion)):
+        if cons_spec.enabled and not (_stochastic_parts(self.net) or _noise_parts(self.net)):
             how = ("give the network dropout through its own settings (--model.model.init_args.<name>: dropout, "
                    "or COIN's diffusion_dropout)" if model is not None
                    else "give it dropout (--model.dropout 0.5) or noise (--model.diffusion.kind noise, sigma > 0)")
@@ -607,10 +610,10 @@ class ContinuousDepthClassifier(L.LightningModule):
             logits, y = [o[mask] for o in outs], batch["y"][mask]
         else:
             logits, y = outs, batch[1]
-        losses = torch.stack([self._member_losses(lg, y, self.label_smoothing) for lg in logits]).mean(0)
-        term = consistency_loss(outs, spec.temperature).reshape(losses.shape)
+        losses, term = consistency_objective([self._member_losses(lg, y, self.label_smoothing) for lg in logits],
+                                             outs, spec)
         self.log("train/consistency", term.detach().mean(), on_step=True, on_epoch=False, batch_size=1)
-        return logits[0], y, losses + spec.weight * term
+        return logits[0], y, losses
 
     def _member_losses(self, logits: Tensor, y: Tensor, smoothing: float = 0.0) -> Tensor:
         """Per-member mean loss [K] (K = 1 for [N, C] logits): NLL for networks that return log-probabilities

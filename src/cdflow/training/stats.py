@@ -18,11 +18,12 @@ from dataclasses import dataclass
 from torch import nn
 
 from cdflow.heat import DiffusionStats
-from cdflow.stats import SolveStats
+from cdflow.stats import SolveStats, merged
 
 
-def _outermost(model: nn.Module, attr: str, kind: type) -> Iterator[object]:
-    """Values of `attr` of type `kind` on `model`'s sub-modules, skipping those inside a reporting module."""
+def _outermost(model: nn.Module, attr: str, kind: type) -> Iterator[tuple[nn.Module, object]]:
+    """(module, value) for `attr` of type `kind` on `model`'s sub-modules, skipping those inside a reporting
+    module."""
     taken: list[str] = []
     for name, module in model.named_modules():
         if any(name.startswith(prefix) for prefix in taken):
@@ -30,24 +31,7 @@ def _outermost(model: nn.Module, attr: str, kind: type) -> Iterator[object]:
         value = getattr(module, attr, None)
         if isinstance(value, kind):
             taken.append(f"{name}." if name else "")
-            yield value
-
-
-def solve_stats(model: nn.Module) -> SolveStats | None:
-    """Sum of the sub-modules' `SolveStats`; ``None`` when no block has solved yet."""
-    total: SolveStats | None = None
-    for stats in _outermost(model, "stats", SolveStats):
-        assert isinstance(stats, SolveStats)
-        total = stats if total is None else total.merge(stats)
-    return total
-
-
-def diffusion_products(model: nn.Module) -> tuple[int, int] | None:
-    """(forward, backward) Laplacian products summed over the sub-modules' `DiffusionStats`, or ``None``."""
-    found = [s for s in _outermost(model, "diffusion_stats", DiffusionStats) if isinstance(s, DiffusionStats)]
-    if not found:
-        return None
-    return sum(s.products for s in found), sum(s.backward_products for s in found)
+            yield module, value
 
 
 @dataclass(frozen=True)
@@ -63,30 +47,31 @@ class CallCounters:
         """The live counters of `model`'s last call: a module's `stats` object, or the solves' own objects behind
         a merged ``stats`` property (``_stats_parts``, ``_joint_parts``), into which backward goes on counting."""
         solves: list[SolveStats] = []
-        taken: list[str] = []
-        for name, module in model.named_modules():
-            if any(name.startswith(prefix) for prefix in taken) or not isinstance(
-                    getattr(module, "stats", None), SolveStats):
-                continue
-            taken.append(f"{name}." if name else "")
+        for module, stats in _outermost(model, "stats", SolveStats):
             live = getattr(module, "_stats_parts", None) or getattr(module, "_joint_parts", None)
-            solves.extend(live if live else [module.stats])
-        return cls(tuple(solves), tuple(s for s in _outermost(model, "diffusion_stats", DiffusionStats)
-                                        if isinstance(s, DiffusionStats)))
+            solves.extend(live if live else [stats])  # type: ignore[list-item]
+        diffusions = tuple(v for _, v in _outermost(model, "diffusion_stats", DiffusionStats))
+        return cls(tuple(solves), diffusions)  # type: ignore[arg-type]
 
 
 def calls_solve_stats(calls: Sequence[CallCounters]) -> SolveStats | None:
-    """`solve_stats` summed over several calls."""
-    parts = [s for call in calls for s in call.solves]
-    total: SolveStats | None = None
-    for stats in parts:
-        total = stats if total is None else total.merge(stats)
-    return total
+    """The `SolveStats` of several calls summed; ``None`` when no block has solved."""
+    return merged([s for call in calls for s in call.solves])
 
 
 def calls_diffusion_products(calls: Sequence[CallCounters]) -> tuple[int, int] | None:
-    """`diffusion_products` summed over several calls."""
+    """(forward, backward) Laplacian products of several calls summed, or ``None``."""
     found = [s for call in calls for s in call.diffusions]
     if not found:
         return None
     return sum(s.products for s in found), sum(s.backward_products for s in found)
+
+
+def solve_stats(model: nn.Module) -> SolveStats | None:
+    """Sum of the sub-modules' `SolveStats` of the last call; ``None`` when no block has solved yet."""
+    return calls_solve_stats([CallCounters.of(model)])
+
+
+def diffusion_products(model: nn.Module) -> tuple[int, int] | None:
+    """(forward, backward) Laplacian products summed over the sub-modules' `DiffusionStats`, or ``None``."""
+    return calls_diffusion_products([CallCounters.of(model)])
