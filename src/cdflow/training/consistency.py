@@ -49,10 +49,12 @@ class ConsistencySpec:
                 0.0 < self.temperature <= 1.0):
             raise ConfigError(f"--model.consistency.temperature must be in (0, 1] (1: no sharpening), got "
                               f"{self.temperature!r}")
-        if self.weight == 0 and (self.samples, self.temperature) != (2, 0.5):
+        changed = [f"--model.consistency.{name} {value:g}" for name, value, default in (
+            ("samples", self.samples, 2), ("temperature", self.temperature, 0.5)) if value != default]
+        if self.weight == 0 and changed:
             raise ConfigError(
-                f"--model.consistency.samples {self.samples} / temperature {self.temperature:g} act only with the "
-                "term on: set --model.consistency.weight > 0, or leave samples and temperature at 2 and 0.5"
+                f"{' and '.join(changed)}: samples and temperature act only with the term on: set "
+                "--model.consistency.weight > 0, or leave samples and temperature at 2 and 0.5"
             )
 
     @property
